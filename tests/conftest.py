@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny method configurations and a tiny Fashion-MNIST-format dataset on disk."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Per-row overrides that shrink every method to something that steps in well under a second on a CPU.
+TINY = {
+    "simclr": dict(augment=dict(size=16, mean=[0.5], std=[0.25], blur_prob=0.5),
+                   encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
+                   extract=dict(head_hidden=32, head_out=16)),
+    "yadim": dict(augment=dict(size=32, mean=[0.5], std=[0.25]),
+                  encoder=dict(in_channels=1, image_size=32, ndf=8, n_rkhs=32, depth=1)),
+}
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_mnist(folder: Path, n_train: int = 96, n_test: int = 40, seed: int = 0) -> Path:
+    """Random 28x28 images whose class shifts the mean brightness, in the IDX layout Fashion-MNIST uses."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 4, size=n)
+        images = rng.integers(0, 120, size=(n, 28, 28)) + labels[:, None, None] * 40
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture
+def fmnist_dir(tmp_path: Path) -> Path:
+    return make_fashion_mnist(tmp_path / "fmnist")

@@ -1,0 +1,119 @@
+"""Checkpoint -> exported folder -> zoo.load_encoder, and the errors on the way."""
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import zoo
+import zoo.exported
+from tests.conftest import TINY
+from training.data import FashionMNISTDataModule
+from training.export import export_checkpoint
+from training.module import ContrastiveModule
+from zoo.errors import ZooError
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from tests.conftest import make_fashion_mnist
+
+    root = tmp_path_factory.mktemp("ckpt")
+    data = make_fashion_mnist(root / "data")
+    pl.seed_everything(0)
+    module = ContrastiveModule(method="yadim", **TINY["yadim"])
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(root))
+    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(data), batch_size=8))
+    path = root / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path, module
+
+
+def test_export_then_load_gives_identical_outputs(checkpoint, tmp_path):
+    path, module = checkpoint
+    out = export_checkpoint(ckpt=str(path), out=str(tmp_path / "yadim_tiny"), name="yadim.tiny", dataset="fashion_mnist")
+    assert sorted(p.name for p in Path(out).iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    encoder = zoo.load_encoder(out)
+    assert not encoder.training and encoder.num_features == 32
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    module.eval()
+    with torch.no_grad():
+        expected = module.encode_for_eval(images)
+        got = encoder(zoo.eval_transform(encoder)(images))
+    assert got.shape == (5, 32)
+    assert torch.equal(got, expected)
+    config = json.loads((Path(out) / "config.json").read_text())
+    assert config["method"]["name"] == "yadim" and config["input"]["size"] == [32, 32]
+    assert config["recipe"]["data"]["batch_size"] == 8
+    card = (Path(out) / "README.md").read_text()
+    assert "| (2) encoder | `amdim` |" in card and card.startswith("---\n")
+
+
+def test_export_refuses_to_overwrite_and_interrupted_export_leaves_nothing(checkpoint, tmp_path, monkeypatch):
+    path, _ = checkpoint
+    out = tmp_path / "enc"
+    export_checkpoint(ckpt=str(path), out=str(out))
+    with pytest.raises(ZooError, match="already exists"):
+        export_checkpoint(ckpt=str(path), out=str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-export")
+
+    monkeypatch.setattr(zoo.exported, "render_card", crash, raising=False)
+    monkeypatch.setattr("training.export.render_card", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(ckpt=str(path), out=str(tmp_path / "fresh"))
+    assert not (tmp_path / "fresh").exists()
+
+    import safetensors.torch
+
+    def crash_on_write(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing weights")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash_on_write)
+    monkeypatch.undo()  # keep render_card real; only the weight write fails below
+    monkeypatch.setattr(safetensors.torch, "save_file", crash_on_write)
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(ckpt=str(path), out=str(out), overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the old export must survive intact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc"], "no temporary folders may be left behind"
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("this is not a checkpoint")
+    with pytest.raises(ZooError, match="is not a readable PyTorch checkpoint"):
+        export_checkpoint(ckpt=str(bogus), out=str(tmp_path / "out"))
+    with pytest.raises(ZooError, match="does not exist"):
+        export_checkpoint(ckpt=str(tmp_path / "missing.ckpt"), out=str(tmp_path / "out"))
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
+    with pytest.raises(ZooError, match="not a contrastive-zoo training checkpoint"):
+        export_checkpoint(ckpt=str(tmp_path / "other.ckpt"), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_strict_load_rejects_mismatched_weights(checkpoint, tmp_path):
+    path, _ = checkpoint
+    out = Path(export_checkpoint(ckpt=str(path), out=str(tmp_path / "enc")))
+    config = json.loads((out / "config.json").read_text())
+    config["encoder"]["ndf"] = 16  # architecture no longer matches the stored weights
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ZooError, match=r"does not match the encoder \(strict load\): .*wrong shapes"):
+        zoo.load_encoder(out)
+
+
+def test_load_encoder_errors(tmp_path):
+    with pytest.raises(ZooError, match="not an exported encoder folder"):
+        zoo.load_encoder(tmp_path / "nowhere")
+    with pytest.raises(ZooError, match="config.json is missing"):
+        zoo.load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ZooError, match="is not valid JSON"):
+        zoo.load_encoder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "contrastive-zoo/encoder@1"}))
+    with pytest.raises(ZooError, match="missing required field 'encoder'"):
+        zoo.load_encoder(tmp_path)

@@ -1,0 +1,39 @@
+"""``python -m training fit|validate|export ...``: LightningCLI for training, jsonargparse for the rest."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+from zoo.errors import ZooError
+
+COMMANDS = ("export",)
+
+
+def lightning_cli(args: List[str], run: bool = True):
+    from pytorch_lightning.cli import LightningCLI
+
+    from training.data import ImageDataModule
+    from training.module import ContrastiveModule
+
+    return LightningCLI(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
+                        save_config_kwargs={"overwrite": True})
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            from jsonargparse import auto_cli
+
+            from training.export import export_checkpoint
+
+            result = auto_cli({"export": export_checkpoint}, args=argv)
+            if result is not None:
+                print(result)
+        else:
+            lightning_cli(argv)
+    except ZooError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

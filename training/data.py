@@ -1,0 +1,241 @@
+"""Datamodules yielding (uint8 images (B, C, H, W), labels) batches; augmentation happens on the device.
+
+Datasets that fit in memory (Fashion-MNIST, CIFAR-10, STL-10) are held as one uint8 tensor and batches are
+sliced from it, with no per-sample Python work. ImageFolder decodes in worker processes and resizes every image
+to a fixed ``load_size`` square so batches can be stacked. Every datamodule also serves the labelled split used
+as the kNN bank (``knn_bank_dataloader``) and the labelled test split (``test_dataloader``).
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.errors import ZooError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_DATA_HOME = Path.home() / ".cache" / "contrastive-zoo" / "data"
+
+
+class InMemoryImages(Dataset):
+    """uint8 images and int64 labels in memory; ``__getitems__`` slices whole batches at once."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
+            raise ZooError(f"expected uint8 (N, C, H, W) images and N labels, got {images.dtype} "
+                           f"{tuple(images.shape)} and {len(labels)} labels")
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> Tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def batch_as_is(batch):
+    """collate_fn for datasets that already return whole batches."""
+    return batch
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base class. Subclasses implement ``load_split(split) -> Dataset`` for 'pretrain', 'train', 'test'."""
+
+    num_classes: int = 10
+
+    def __init__(self, root: Optional[str] = None, batch_size: int = 256, num_workers: int = 0,
+                 download: bool = False, train_subset: Optional[int] = None, knn_bank_subset: Optional[int] = None,
+                 eval_batch_size: int = 1024, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ZooError(f"batch_size must be at least 2 for contrastive learning, got {batch_size}")
+        self.save_hyperparameters()
+        self.root, self.batch_size, self.num_workers, self.download = root, batch_size, num_workers, download
+        self.train_subset, self.knn_bank_subset = train_subset, knn_bank_subset
+        self.eval_batch_size, self.seed = eval_batch_size, seed
+        self._splits: dict = {}
+
+    # subclasses -------------------------------------------------------------------------------------------
+    def load_split(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    # shared ----------------------------------------------------------------------------------------------
+    def split(self, split: str) -> Dataset:
+        if split not in self._splits:
+            data = self.load_split(split)
+            limit = {"pretrain": self.train_subset, "train": self.knn_bank_subset}.get(split)
+            if limit is not None and limit < len(data):
+                keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[:limit]
+                data = torch.utils.data.Subset(data, keep.tolist()) if not isinstance(data, InMemoryImages) \
+                    else InMemoryImages(data.images[keep], data.labels[keep])
+            self._splits[split] = data
+        return self._splits[split]
+
+    def _loader(self, data: Dataset, batch_size: int, train: bool) -> DataLoader:
+        in_memory = isinstance(data, InMemoryImages)
+        if train and len(data) < batch_size:
+            raise ZooError(f"the training split has {len(data)} images, fewer than one batch of {batch_size}")
+        return DataLoader(data, batch_size=batch_size, shuffle=train, drop_last=train,
+                          num_workers=0 if in_memory else self.num_workers,
+                          collate_fn=batch_as_is if in_memory else None,
+                          persistent_workers=bool(self.num_workers) and not in_memory)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.split("pretrain")
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.split("pretrain"), self.batch_size, train=True)
+
+    def knn_bank_dataloader(self) -> DataLoader:
+        return self._loader(self.split("train"), self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.split("test"), self.eval_batch_size, train=False)
+
+
+# Fashion-MNIST -----------------------------------------------------------------------------------------------
+_FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): the format MNIST and Fashion-MNIST ship in."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise ZooError(f"cannot read {path}: {err}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ZooError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise ZooError(f"{path} is truncated: header says {dims}, found {len(raw) - offset} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _find(folder: Path, stem: str) -> Optional[Path]:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    """Fashion-MNIST (60k train / 10k test, 28x28 grey). Looks for the IDX files in ``root`` (or
+    ``root/FashionMNIST/raw``), then in Debian's ``dataset-fashion-mnist`` folder; downloads with torchvision
+    only when ``download=True``."""
+
+    def candidate_dirs(self) -> list:
+        if self.root is not None:
+            root = Path(self.root).expanduser()
+            return [root, root / "FashionMNIST" / "raw"]
+        home = DEFAULT_DATA_HOME / "FashionMNIST" / "raw"
+        return [DEBIAN_FASHION_MNIST, home]
+
+    def _locate(self) -> Path:
+        for folder in self.candidate_dirs():
+            if all(_find(folder, stem) for pair in _FMNIST_FILES.values() for stem in pair):
+                return folder
+        if self.download:
+            from torchvision.datasets import FashionMNIST
+
+            target = Path(self.root).expanduser() if self.root else DEFAULT_DATA_HOME
+            FashionMNIST(str(target), train=True, download=True)
+            FashionMNIST(str(target), train=False, download=True)
+            return target / "FashionMNIST" / "raw"
+        looked = ", ".join(str(d) for d in self.candidate_dirs())
+        raise ZooError(f"Fashion-MNIST not found (looked in {looked}); install Debian's dataset-fashion-mnist, "
+                       "pass --data.root DIR holding the IDX files, or --data.download true")
+
+    def load_split(self, split: str) -> Dataset:
+        folder = self._locate()
+        images_stem, labels_stem = _FMNIST_FILES["test" if split == "test" else "train"]
+        images = torch.from_numpy(read_idx(_find(folder, images_stem)).copy()).unsqueeze(1)
+        labels = torch.from_numpy(read_idx(_find(folder, labels_stem)).astype(np.int64))
+        return InMemoryImages(images, labels)
+
+
+# torchvision datasets ----------------------------------------------------------------------------------------
+def _torchvision(factory, root: Optional[str], download: bool, name: str, **kwargs):
+    target = str(Path(root).expanduser()) if root else str(DEFAULT_DATA_HOME)
+    try:
+        return factory(target, download=download, **kwargs)
+    except RuntimeError as err:
+        raise ZooError(f"{name} not found under {target} ({err}); pass --data.root DIR or --data.download true") \
+            from None
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 through torchvision (50k train / 10k test, 32x32 colour)."""
+
+    def load_split(self, split: str) -> Dataset:
+        from torchvision.datasets import CIFAR10
+
+        ds = _torchvision(CIFAR10, self.root, self.download, "CIFAR-10", train=split != "test")
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return InMemoryImages(images, torch.as_tensor(ds.targets))
+
+
+class STL10DataModule(ImageDataModule):
+    """STL-10 through torchvision: pre-training on 'train+unlabeled' (105k, 96x96), kNN bank on the 5k
+    labelled train images, test on the 8k test images."""
+
+    def load_split(self, split: str) -> Dataset:
+        from torchvision.datasets import STL10
+
+        which = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
+        ds = _torchvision(STL10, self.root, self.download, "STL-10", split=which)
+        return InMemoryImages(torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64)))
+
+
+class _ResizedFolder(Dataset):
+    def __init__(self, folder, load_size: int) -> None:
+        self.folder, self.load_size = folder, load_size
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, int]:
+        from torchvision.transforms.v2 import functional as TF
+
+        image, label = self.folder[index]
+        image = TF.center_crop(TF.resize(TF.pil_to_tensor(image.convert("RGB")), self.load_size),
+                               [self.load_size, self.load_size])
+        return image, label
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any ``root/{train,val}/<class>/<image>`` tree (ImageNet layout). Images are decoded in workers, resized
+    (shorter side) and centre-cropped to ``load_size``; random crops happen later, on the device."""
+
+    def __init__(self, root: str = "", load_size: int = 256, train_dir: str = "train", test_dir: str = "val",
+                 **kwargs) -> None:
+        super().__init__(root=root, **kwargs)
+        self.load_size, self.train_dir, self.test_dir = load_size, train_dir, test_dir
+
+    def load_split(self, split: str) -> Dataset:
+        from torchvision.datasets import ImageFolder
+
+        folder = Path(self.root or "").expanduser() / (self.test_dir if split == "test" else self.train_dir)
+        if not folder.is_dir():
+            raise ZooError(f"image folder {folder} does not exist")
+        try:
+            data = ImageFolder(str(folder))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise ZooError(f"image folder {folder} has no class folders with images: {err}") from None
+        self.num_classes = len(data.classes)
+        return _ResizedFolder(data, self.load_size)

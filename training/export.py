@@ -1,0 +1,91 @@
+"""Export the encoder of a Lightning checkpoint as a Hub-style folder (safetensors + config.json + card)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+
+import zoo
+from zoo.build import build_encoder
+from zoo.cards import render_card
+from zoo.errors import ZooError
+from zoo.exported import FORMAT, load_state_strict, write_exported
+from zoo.methods import resolve_method
+from zoo.spec import CHARACTERISTICS
+
+
+def read_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """Load a Lightning checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and weights_only errors alike: the file is not a safe checkpoint
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ZooError(f"{path} is not a readable PyTorch checkpoint (loaded with weights_only=True): {reason}") \
+            from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ZooError(f"{path} is not a contrastive-zoo training checkpoint (no state_dict/hyper_parameters)")
+    return ckpt
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
+    hp = dict(ckpt["hyper_parameters"])
+    method = resolve_method(hp.get("method"), name=hp.get("name"), **{c: hp.get(c) for c in CHARACTERISTICS})
+    encoder = build_encoder(method.encoder)
+    state = {k[len("encoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
+    load_state_strict(encoder, state, "checkpoint encoder weights")
+    return method, encoder.eval()
+
+
+def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, dataset: Optional[str] = None,
+                      overwrite: bool = False, metrics: Optional[Dict[str, float]] = None) -> str:
+    """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder``.
+
+    Args:
+        ckpt: path to a Lightning checkpoint written by ``python -m training fit``.
+        out: folder to create (written atomically).
+        name: entry name to record, e.g. ``yadim.fashion_mnist``.
+        dataset: pre-training dataset name for the card.
+        overwrite: replace ``out`` if it exists.
+        metrics: measured metrics to record, e.g. ``{"fashion_mnist/knn": 0.85}``.
+    """
+    checkpoint = read_checkpoint(ckpt)
+    method, encoder = encoder_from_checkpoint(checkpoint)
+    aug = method.augment.kwargs
+    size = aug["size"] if isinstance(aug["size"], list) else [aug["size"], aug["size"]]
+    config = {
+        "format": FORMAT,
+        "name": name,
+        "dataset": dataset,
+        "method": method.to_dict(),
+        "encoder": method.encoder.to_dict(),
+        "num_features": int(encoder.num_features),
+        "input": {"channels": int(encoder.in_channels), "size": [int(s) for s in size],
+                  "mean": [float(m) for m in aug["mean"]], "std": [float(s) for s in aug["std"]]},
+        "package_version": zoo.__version__,
+        "git_commit": git_commit(),
+        "recipe": {"model": dict(checkpoint["hyper_parameters"]),
+                   "data": dict(checkpoint.get("datamodule_hyper_parameters") or {})},
+        "training": {"epochs": checkpoint.get("epoch", -1) + 1, "global_step": checkpoint.get("global_step")},
+        "metrics": dict(metrics or {}),
+    }
+    if len(config["input"]["mean"]) != config["input"]["channels"]:
+        # grey datasets fed to a 3-channel encoder: the eval transform replicates the grey channel
+        config["input"]["mean"] = config["input"]["mean"][:1] * config["input"]["channels"]
+        config["input"]["std"] = config["input"]["std"][:1] * config["input"]["channels"]
+    folder = write_exported(out, encoder, config, render_card(config, load_id=name or out), overwrite=overwrite)
+    return str(folder)

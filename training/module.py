@@ -1,0 +1,111 @@
+"""The one generic LightningModule: views -> encoder -> extraction -> similarity -> loss, for any method row.
+
+There is no per-method subclass. A method is named by its row (``method: yadim``) and/or given part by part
+(``augment: {...}`` etc.); each characteristic's mapping overrides the row's part arguments, or replaces the
+part when it names another one, so a new combination trains from YAML alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from zoo.build import build_method
+from zoo.errors import ZooError
+from zoo.methods import resolve_method
+
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULES = ("cosine", "constant")
+
+
+class ContrastiveModule(pl.LightningModule):
+    def __init__(self, method: Optional[str] = None, name: Optional[str] = None,
+                 augment: Optional[Dict[str, Any]] = None, encoder: Optional[Dict[str, Any]] = None,
+                 extract: Optional[Dict[str, Any]] = None, similarity: Optional[Dict[str, Any]] = None,
+                 loss: Optional[Dict[str, Any]] = None, optimizer: str = "adam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, momentum: float = 0.9, warmup_epochs: float = 0.0,
+                 schedule: str = "cosine", channels_last: bool = False) -> None:
+        """
+        Args:
+            method: a registered method row (``zoo.list_methods()``), or None to define one from the five parts.
+            name: the name of the resulting method (defaults to the row's name).
+            augment: (1) augmentation part overrides, e.g. ``{size: 32, mean: [0.5], std: [0.5]}``.
+            encoder: (2) encoder part overrides, e.g. ``{ndf: 32, in_channels: 1}``.
+            extract: (3) representation extraction part overrides.
+            similarity: (4) similarity part overrides.
+            loss: (5) loss part overrides.
+            optimizer: one of adam, adamw, sgd.
+            lr: peak learning rate.
+            weight_decay: weight decay.
+            momentum: SGD momentum.
+            warmup_epochs: linear warm-up length in epochs (may be fractional).
+            schedule: 'cosine' (decay to 0 over training after warm-up) or 'constant'.
+            channels_last: run the encoder in channels-last memory format.
+        """
+        super().__init__()
+        if optimizer not in _OPTIMIZERS:
+            raise ZooError(f"unknown optimizer {optimizer!r}; use one of {list(_OPTIMIZERS)}")
+        if schedule not in _SCHEDULES:
+            raise ZooError(f"unknown schedule {schedule!r}; use one of {list(_SCHEDULES)}")
+        self.save_hyperparameters()
+        self.method = resolve_method(method, name=name, augment=augment, encoder=encoder, extract=extract,
+                                     similarity=similarity, loss=loss)
+        parts = build_method(self.method)
+        self.augment = parts.augment
+        self.encoder, self.extract, self.similarity, self.loss_fn = (
+            parts.encoder, parts.extract, parts.similarity, parts.loss)
+        if channels_last:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+
+    def _views(self, images: Tensor):
+        views = self.augment(images)
+        if self.hparams.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in views]
+        return views
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, _ = batch
+        comparisons = self.extract(self.encoder, self._views(images))
+        loss = sum(c.weight * self.loss_fn(self.similarity(c.anchors, c.candidates), c) for c in comparisons)
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not torch.isfinite(loss.detach()):
+            raise ZooError(f"loss became {loss.item()} at step {self.global_step}; stopping (last checkpoint kept)")
+
+    def encode_for_eval(self, images: Tensor) -> Tensor:
+        """The downstream representation: eval preprocessing, then the encoder's pooled last map."""
+        x = self.augment.eval_transform(images)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.encoder(x)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+            opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = int(hp.warmup_epochs * per_epoch)
+        cosine = hp.schedule == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

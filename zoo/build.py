@@ -1,0 +1,36 @@
+"""Build the five parts of a method record from the registries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from zoo.parts import AUGMENTATIONS, ENCODERS, EXTRACTORS, LOSSES, SIMILARITIES
+from zoo.parts.augment import ViewPipeline
+from zoo.parts.encoders.base import Encoder
+from zoo.spec import Method, Part
+
+
+@dataclass
+class BuiltMethod:
+    augment: ViewPipeline
+    encoder: Encoder
+    extract: nn.Module
+    similarity: nn.Module
+    loss: nn.Module
+
+
+def build_encoder(part: Part) -> Encoder:
+    return ENCODERS.build(part.name, part.kwargs)
+
+
+def build_method(method: Method) -> BuiltMethod:
+    encoder = build_encoder(method.encoder)
+    return BuiltMethod(
+        augment=AUGMENTATIONS.build(method.augment.name, method.augment.kwargs),
+        encoder=encoder,
+        extract=EXTRACTORS.build(method.extract.name, {**method.extract.kwargs, "encoder": encoder}),
+        similarity=SIMILARITIES.build(method.similarity.name, method.similarity.kwargs),
+        loss=LOSSES.build(method.loss.name, method.loss.kwargs),
+    )

@@ -1,0 +1,171 @@
+"""Exported encoder folders: ``model.safetensors`` + ``config.json`` + ``README.md`` (the Hub layout).
+
+Writing is atomic: the folder is assembled under a temporary name beside the target and renamed into place,
+so an interrupted export leaves either the old folder or the new one, never half of one. Loading validates
+``config.json`` before building anything, rebuilds the encoder from its registered part, loads the weights with
+``strict=True`` and returns the encoder in eval mode. Weights are only ever read from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from zoo.build import build_encoder
+from zoo.errors import ZooError
+from zoo.parts.augment import eval_preprocess
+from zoo.parts.encoders.base import Encoder
+from zoo.spec import Part
+
+FORMAT = "contrastive-zoo/encoder@1"
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+_REQUIRED = {"format": str, "encoder": dict, "input": dict, "num_features": int, "method": dict}
+
+
+def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping[str, Any], card: str,
+                   overwrite: bool = False) -> Path:
+    """Write an exported folder atomically; refuses to replace an existing one unless ``overwrite``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ZooError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD).write_text(card)
+        validate_config(json.loads((tmp / CONFIG).read_text()), source=str(tmp / CONFIG))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def validate_config(config: Any, source: str = CONFIG) -> Dict[str, Any]:
+    """Check ``config.json`` before any module is built; raises ZooError naming the bad field."""
+    if not isinstance(config, dict):
+        raise ZooError(f"{source}: expected a JSON object, got {type(config).__name__}")
+    for key, kind in _REQUIRED.items():
+        if key not in config:
+            raise ZooError(f"{source}: missing required field {key!r}")
+        if not isinstance(config[key], kind) or isinstance(config[key], bool):
+            raise ZooError(f"{source}: field {key!r} must be {kind.__name__}, got {type(config[key]).__name__}")
+    if config["format"] != FORMAT:
+        raise ZooError(f"{source}: unsupported format {config['format']!r} (this version reads {FORMAT!r})")
+    inp = config["input"]
+    for key in ("channels", "size", "mean", "std"):
+        if key not in inp:
+            raise ZooError(f"{source}: input.{key} is missing")
+    if not (isinstance(inp["size"], list) and len(inp["size"]) == 2
+            and all(isinstance(s, int) and 0 < s <= 4096 for s in inp["size"])):
+        raise ZooError(f"{source}: input.size must be [height, width] within 1..4096, got {inp['size']!r}")
+    if not isinstance(inp["channels"], int) or not 0 < inp["channels"] <= 64:
+        raise ZooError(f"{source}: input.channels must be an int in 1..64, got {inp['channels']!r}")
+    for key in ("mean", "std"):
+        values = inp[key]
+        if not (isinstance(values, list) and len(values) == inp["channels"]
+                and all(isinstance(v, (int, float)) for v in values)):
+            raise ZooError(f"{source}: input.{key} must be {inp['channels']} numbers, got {values!r}")
+    if not 0 < config["num_features"] <= 1 << 20:
+        raise ZooError(f"{source}: num_features {config['num_features']} is out of range")
+    Part.from_dict(config["encoder"])
+    return config
+
+
+def read_config(folder: str | os.PathLike) -> Dict[str, Any]:
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise ZooError(f"{folder} is not an exported encoder folder: {CONFIG} is missing")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ZooError(f"{path} is not valid JSON: {err}") from None
+    return validate_config(config, source=str(path))
+
+
+def load_exported(folder: str | os.PathLike) -> Encoder:
+    """Rebuild and load an exported encoder (strict), in eval mode, with its config as ``zoo_config``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = read_config(folder)
+    weights = Path(folder) / WEIGHTS
+    if not weights.is_file():
+        raise ZooError(f"{folder} has no {WEIGHTS}")
+    encoder = build_encoder(Part.from_dict(config["encoder"]))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ZooError(f"{weights} is not a readable safetensors file: {err}") from None
+    load_state_strict(encoder, state, str(weights))
+    if encoder.num_features != config["num_features"]:
+        raise ZooError(f"{folder}: config says num_features={config['num_features']} but the encoder has "
+                       f"{encoder.num_features}")
+    encoder.zoo_config = config
+    return encoder.eval()
+
+
+def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error for missing, unexpected or mis-shaped keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append(f"wrong shapes {shapes[:3]}")
+        raise ZooError(f"{source} does not match the encoder (strict load): {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)
+
+
+class EvalTransform:
+    """The eval preprocessing of an exported encoder: resize to its input size and normalise."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        inp = config["input"]
+        self.channels, self.size = inp["channels"], tuple(inp["size"])
+        self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return eval_preprocess(images, self.size, self.mean, self.std, channels=self.channels)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size}, mean={self.mean}, std={self.std})"
+
+
+def eval_transform(encoder_or_config: Any) -> EvalTransform:
+    config: Optional[Mapping[str, Any]] = getattr(encoder_or_config, "zoo_config", encoder_or_config)
+    if not isinstance(config, Mapping) or "input" not in config:
+        raise ZooError("eval_transform needs an encoder from load_encoder or its config.json contents")
+    return EvalTransform(config)

@@ -1,0 +1,64 @@
+"""The method rows: each contrastive method as five registered parts with explicit arguments.
+
+Rows carry the papers' choices only. Dataset knowledge (input size, channels, mean/std, small-image stems) is
+added by the training recipes, which override parts' arguments.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from zoo.errors import ZooError
+from zoo.registry import Registry
+from zoo.spec import Method, Part
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(method: Method) -> Method:
+    """Add a row; names are unique like every other registry."""
+    METHODS.register(method.name)(lambda: method)
+    return method
+
+
+def get_method(name: str) -> Method:
+    return METHODS.build(name)
+
+
+def list_methods() -> List[str]:
+    return METHODS.names()
+
+
+SIMCLR = register_method(Method(
+    name="simclr",
+    paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual Representations, arXiv:2002.05709",
+    summary="Two SimCLR views, ResNet-50, last map + MLP projection head, cosine / 0.1, NT-Xent over 2N views.",
+    augment=Part.of("simclr", strength=1.0, crop_scale=[0.08, 1.0], blur_prob=0.5),
+    encoder=Part.of("resnet", arch="resnet50"),
+    extract=Part.of("last_map", head_hidden=2048, head_out=128, pairing="all_views"),
+    similarity=Part.of("cosine", temperature=0.1),
+    loss=Part.of("nce"),
+))
+
+YADIM = register_method(Method(
+    name="yadim",
+    paper="Falcon & Cho 2020, A Framework For Contrastive Self-Supervised Learning And Designing A New Approach, "
+          "arXiv:2009.00104",
+    summary="CPC+AMDIM augmentations, AMDIM encoder, last feature map (no head), dot product, NCE.",
+    augment=Part.of("yadim", crop_scale=[0.3, 1.0]),
+    encoder=Part.of("amdim", ndf=128, n_rkhs=1024, depth=3),
+    extract=Part.of("last_map", pairing="cross_view"),
+    similarity=Part.of("dot", scale_by_sqrt_dim=True, tanh_clip=20.0),
+    loss=Part.of("nce", score_penalty=0.04),
+))
+
+
+def resolve_method(method: str | None, name: str | None = None, **overrides) -> Method:
+    """A row with per-characteristic overrides, or, with ``method=None``, a method defined by the overrides
+    alone (all five characteristics must then be given, each with a ``name``)."""
+    if method is not None:
+        return get_method(method).with_overrides(name=name, **overrides)
+    missing = [c for c, o in overrides.items() if not o or "name" not in o]
+    if missing:
+        raise ZooError(f"without a method row, every characteristic needs a part name; missing for {missing}")
+    return Method.from_dict({"name": name or "custom", **overrides})

@@ -1,0 +1,112 @@
+"""Characteristic (3): representation extraction.
+
+"The third way to characterize these methods is by the strategy they employ to extract representations. This is
+arguably where the 'magic' happens in all of these methods and where they differ the most" (Falcon & Cho).
+An extractor runs the encoder on the views and returns ``Comparison`` records: which vectors are anchors, which
+are candidates, and where each anchor's positive is. The similarity and the loss do the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from zoo.errors import ZooError
+from zoo.parts.encoders.base import Encoder
+from zoo.registry import Registry
+
+EXTRACTORS: Registry[nn.Module] = Registry("extraction")
+
+
+@dataclass
+class Comparison:
+    """Anchors (N, D) against candidates (M, D); ``positives[i]`` indexes anchor i's positive candidate and
+    ``exclude[i]`` (optional) a candidate to drop from anchor i's denominator."""
+
+    anchors: Tensor
+    candidates: Tensor
+    positives: Tensor
+    exclude: Optional[Tensor] = None
+    weight: float = 1.0
+
+
+class ProjectionHead(nn.Sequential):
+    """MLP head: (Linear -> BatchNorm -> ReLU) x (layers - 1) -> Linear, as SimCLR's g(.)."""
+
+    def __init__(self, in_features: int, hidden: int, out: int, layers: int = 2) -> None:
+        if layers < 1 or min(in_features, hidden, out) < 1:
+            raise ZooError(f"projection head needs layers >= 1 and positive sizes, got {layers}, {hidden}, {out}")
+        modules: List[nn.Module] = []
+        width = in_features
+        for _ in range(layers - 1):
+            modules += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        modules.append(nn.Linear(width, out))
+        super().__init__(*modules)
+
+
+def pair_views(z: Tensor, n_views: int, pairing: str) -> List[Comparison]:
+    """Comparisons between V views of N samples, ``z`` being (V*N, D) in view-major order.
+
+    ``all_views`` (NT-Xent): every vector is an anchor against all V*N vectors but itself; for V=2 its positive
+    is the other view of the same sample. ``cross_view``: view a's vectors against view b's only, both ways.
+    """
+    n = z.shape[0] // n_views
+    idx = torch.arange(n, device=z.device)
+    if pairing == "all_views":
+        if n_views != 2:
+            raise ZooError("pairing 'all_views' needs exactly 2 views")
+        both = torch.arange(2 * n, device=z.device)
+        return [Comparison(z, z, positives=(both + n) % (2 * n), exclude=both)]
+    if pairing == "cross_view":
+        views = z.split(n)
+        pairs = [(a, b) for a in range(n_views) for b in range(n_views) if a != b]
+        return [Comparison(views[a], views[b], positives=idx, weight=1.0 / len(pairs)) for a, b in pairs]
+    raise ZooError(f"unknown pairing {pairing!r}; use 'all_views' or 'cross_view'")
+
+
+@EXTRACTORS.register("last_map")
+class LastMapExtractor(nn.Module):
+    """One feature map of every view, pooled to a vector, optionally through an MLP projection head.
+
+    YADIM: "Encode the multiple versions of an image and use the last feature map to make a comparison. There is
+    no projection head" (``head_hidden=None``). SimCLR: the same map "run through a projection head"
+    (``head_hidden``/``head_out``). ``feature_map=None`` takes the encoder's last map.
+    """
+
+    def __init__(self, *, encoder: Encoder, feature_map: Optional[str] = None, pairing: str = "all_views",
+                 head_hidden: Optional[int] = None, head_out: int = 128, head_layers: int = 2) -> None:
+        super().__init__()
+        self.feature_map = feature_map or encoder.map_names[-1]
+        if self.feature_map not in encoder.map_names:
+            raise ZooError(f"feature map {self.feature_map!r} is not one of the encoder's {list(encoder.map_names)}")
+        if pairing not in ("all_views", "cross_view"):
+            raise ZooError(f"unknown pairing {pairing!r}; use 'all_views' or 'cross_view'")
+        self.pairing = pairing
+        channels = _map_channels(encoder, self.feature_map)
+        self.head = ProjectionHead(channels, head_hidden, head_out, head_layers) if head_hidden else nn.Identity()
+
+    def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
+        shapes = {tuple(v.shape[1:]) for v in views}
+        if len(shapes) != 1:
+            raise ZooError(f"last_map needs views of one shape, got {sorted(shapes)}")
+        fmap = encoder.forward_features(torch.cat(list(views)), (self.feature_map,))[self.feature_map]
+        z = self.head(fmap.mean(dim=(2, 3)))
+        return pair_views(z, len(views), self.pairing)
+
+
+def _map_channels(encoder: Encoder, name: str) -> int:
+    if name == encoder.map_names[-1]:
+        return encoder.num_features
+    size = encoder.input_size or (64, 64)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        probe = torch.zeros(1, encoder.in_channels, *size)
+        channels = encoder.forward_features(probe, (name,))[name].shape[1]
+    encoder.train(was_training)
+    return channels

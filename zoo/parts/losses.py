@@ -1,0 +1,45 @@
+"""Characteristic (5): losses. They receive similarity scores, never raw features.
+
+"All of these approaches (except BYOL) have converged on using an NCE loss. The NCE loss has two parts, a
+numerator, and denominator. The numerator encourages similar vectors close together and the denominator pushes
+all other vectors far apart" (Falcon & Cho).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo.errors import ZooError
+from zoo.parts.extract import Comparison
+from zoo.registry import Registry
+
+LOSSES: Registry[nn.Module] = Registry("loss")
+
+
+@LOSSES.register("nce")
+class NCELoss(nn.Module):
+    """InfoNCE: ``-log(exp(s_pos) / sum_j exp(s_j))`` over each anchor's row of scores.
+
+    The row holds the anchor's score with every candidate; ``comparison.positives`` says which candidate is the
+    positive, ``comparison.exclude`` which one (the anchor itself, in NT-Xent) leaves the denominator.
+    ``score_penalty`` adds ``penalty * mean(scores^2)``, AMDIM's regulariser for unnormalised dot products.
+    """
+
+    def __init__(self, *, score_penalty: float = 0.0) -> None:
+        super().__init__()
+        if score_penalty < 0:
+            raise ZooError(f"score_penalty must be >= 0, got {score_penalty}")
+        self.score_penalty = score_penalty
+
+    def forward(self, scores: Tensor, comparison: Comparison) -> Tensor:
+        logits = scores.float()
+        if comparison.exclude is not None:
+            rows = torch.arange(logits.shape[0], device=logits.device)
+            logits = logits.index_put((rows, comparison.exclude), torch.tensor(float("-inf"), device=logits.device))
+        loss = F.cross_entropy(logits, comparison.positives)
+        if self.score_penalty:
+            loss = loss + self.score_penalty * scores.float().pow(2).mean()
+        return loss

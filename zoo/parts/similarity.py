@@ -1,0 +1,58 @@
+"""Characteristic (4): similarity measures.
+
+"All of the approaches above use a dot product or cosine similarity. [...] our experiments show that the choice
+of similarity is largely inconsequential" (Falcon & Cho). A similarity maps anchors (N, D) and candidates
+(M, D) to scores (N, M); losses only ever see these scores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo.errors import ZooError
+from zoo.registry import Registry
+
+SIMILARITIES: Registry[nn.Module] = Registry("similarity")
+
+
+def tanh_clip(scores: Tensor, limit: Optional[float]) -> Tensor:
+    """Soft clipping to (-limit, limit), AMDIM's guard against exploding dot products."""
+    return scores if limit is None else limit * torch.tanh(scores / limit)
+
+
+@SIMILARITIES.register("dot")
+class DotSimilarity(nn.Module):
+    """Dot product ``a . b / temperature``; optionally divided by sqrt(D) and tanh-clipped (AMDIM: clip 20)."""
+
+    def __init__(self, *, temperature: float = 1.0, scale_by_sqrt_dim: bool = False,
+                 tanh_clip: Optional[float] = None) -> None:
+        super().__init__()
+        if temperature <= 0 or (tanh_clip is not None and tanh_clip <= 0):
+            raise ZooError(f"dot similarity needs temperature > 0 and tanh_clip > 0, got {temperature}, {tanh_clip}")
+        self.temperature, self.scale_by_sqrt_dim, self.clip = temperature, scale_by_sqrt_dim, tanh_clip
+
+    def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        scores = anchors @ candidates.t() / self.temperature
+        if self.scale_by_sqrt_dim:
+            scores = scores / math.sqrt(anchors.shape[-1])
+        return tanh_clip(scores, self.clip)
+
+
+@SIMILARITIES.register("cosine")
+class CosineSimilarity(nn.Module):
+    """Cosine similarity divided by a temperature (SimCLR 0.1-0.5, MoCo v2 0.2, SwAV 0.1)."""
+
+    def __init__(self, *, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ZooError(f"cosine similarity needs temperature > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        return F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).t() / self.temperature
