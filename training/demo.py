@@ -84,13 +84,18 @@ def main(argv: List[str] | None = None) -> int:
     encoder = zoo.load_encoder(folder)
     preprocess = zoo.eval_transform(encoder)
     random_encoder = build_encoder(zoo.Part.from_dict(encoder.zoo_config["encoder"])).eval()
+    channels_last = torch.channels_last  # same fp32 numbers, about 2x faster convolutions on CPU
+    encoder, random_encoder = encoder.to(memory_format=channels_last), random_encoder.to(memory_format=channels_last)
+
+    def features(model):
+        return lambda x: model(preprocess(x).contiguous(memory_format=channels_last))
 
     print("[4/4] evaluating on the Fashion-MNIST test set (kNN bank and probe: the 60k training images)", flush=True)
     mean, std = encoder.zoo_config["input"]["mean"][0], encoder.zoo_config["input"]["std"][0]
     rows = [
         evaluate("raw pixels (28x28, normalised)", lambda x: ((x.float() / 255 - mean) / std).flatten(1), dm),
-        evaluate("random-init encoder (same architecture)", lambda x: random_encoder(preprocess(x)), dm),
-        evaluate("YADIM-trained encoder (zoo.load_encoder)", lambda x: encoder(preprocess(x)), dm),
+        evaluate("random-init encoder (same architecture)", features(random_encoder), dm),
+        evaluate("YADIM-trained encoder (zoo.load_encoder)", features(encoder), dm),
     ]
     trained = rows[-1]
     export_checkpoint(ckpt=ckpt, out=str(folder), name="yadim.fashion_mnist", dataset="fashion_mnist",
