@@ -37,6 +37,7 @@ def test_fit_export_load_end_to_end(fmnist_dir, tmp_path):
     assert exp.stdout.strip() == str(out)
     encoder = zoo.load_encoder(out)
     assert encoder.zoo_config["training"]["epochs"] == 2
+    assert encoder.zoo_config["recipe"]["lightning_cli_config"]["trainer"]["max_epochs"] == 2
     assert encoder(torch.zeros(2, 1, 32, 32)).shape == (2, 32)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -34,6 +36,10 @@ def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[st
     linear = linear_probe_accuracy(train, test)
     return {"representation": name, "dims": int(train[0].shape[1]), "knn": knn, "linear": linear["test_acc"],
             "linear_weight_decay": linear["weight_decay"], "eval_seconds": time.perf_counter() - start}
+
+
+def machine() -> str:
+    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def table(rows: List[Dict[str, object]]) -> str:
@@ -100,7 +106,9 @@ def main(argv: List[str] | None = None) -> int:
     trained = rows[-1]
     export_checkpoint(ckpt=ckpt, out=str(folder), name="yadim.fashion_mnist", dataset="fashion_mnist",
                       overwrite=True, metrics={"fashion_mnist/knn": trained["knn"],
-                                               "fashion_mnist/linear": trained["linear"]})
+                                               "fashion_mnist/linear": trained["linear"]},
+                      training={"wall_seconds": round(fit_seconds, 1), "machine": machine(),
+                                "command": "make demo (python -m training.demo)"})
     summary = {
         "epochs": trainer.current_epoch, "steps": trainer.global_step, "train_seconds": fit_seconds,
         "images_per_second": images_seen / fit_seconds, "views_per_second": 2 * images_seen / fit_seconds,

@@ -42,6 +42,21 @@ def git_commit() -> Optional[str]:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def run_config(ckpt: Path, checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
+    """The full LightningCLI config of the run (``config.yaml`` beside the checkpoints folder) when present,
+    else the module and datamodule hyper-parameters stored in the checkpoint."""
+    saved = ckpt.resolve().parent.parent / "config.yaml"
+    if saved.is_file():
+        import yaml
+
+        try:
+            return {"lightning_cli_config": yaml.safe_load(saved.read_text())}
+        except yaml.YAMLError:
+            pass
+    return {"model": dict(checkpoint["hyper_parameters"]),
+            "data": dict(checkpoint.get("datamodule_hyper_parameters") or {})}
+
+
 def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
     hp = dict(ckpt["hyper_parameters"])
     method = resolve_method(hp.get("method"), name=hp.get("name"), **{c: hp.get(c) for c in CHARACTERISTICS})
@@ -52,7 +67,8 @@ def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
 
 
 def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, dataset: Optional[str] = None,
-                      overwrite: bool = False, metrics: Optional[Dict[str, float]] = None) -> str:
+                      overwrite: bool = False, metrics: Optional[Dict[str, float]] = None,
+                      training: Optional[Dict[str, Any]] = None) -> str:
     """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder``.
 
     Args:
@@ -62,6 +78,7 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
         dataset: pre-training dataset name for the card.
         overwrite: replace ``out`` if it exists.
         metrics: measured metrics to record, e.g. ``{"fashion_mnist/knn": 0.85}``.
+        training: facts about the run to record on the card, e.g. ``{"wall_seconds": 296}``.
     """
     checkpoint = read_checkpoint(ckpt)
     method, encoder = encoder_from_checkpoint(checkpoint)
@@ -78,14 +95,14 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
                   "mean": [float(m) for m in aug["mean"]], "std": [float(s) for s in aug["std"]]},
         "package_version": zoo.__version__,
         "git_commit": git_commit(),
-        "recipe": {"model": dict(checkpoint["hyper_parameters"]),
-                   "data": dict(checkpoint.get("datamodule_hyper_parameters") or {})},
-        "training": {"epochs": checkpoint.get("epoch", -1) + 1, "global_step": checkpoint.get("global_step")},
+        "recipe": run_config(Path(ckpt), checkpoint),
+        "training": {"epochs": checkpoint.get("epoch", -1) + 1, "global_step": checkpoint.get("global_step"),
+                     **dict(training or {})},
         "metrics": dict(metrics or {}),
     }
     if len(config["input"]["mean"]) != config["input"]["channels"]:
         # grey datasets fed to a 3-channel encoder: the eval transform replicates the grey channel
         config["input"]["mean"] = config["input"]["mean"][:1] * config["input"]["channels"]
         config["input"]["std"] = config["input"]["std"][:1] * config["input"]["channels"]
-    folder = write_exported(out, encoder, config, render_card(config, load_id=name or out), overwrite=overwrite)
+    folder = write_exported(out, encoder, config, render_card(config, load_id=str(out)), overwrite=overwrite)
     return str(folder)

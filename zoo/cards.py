@@ -34,7 +34,8 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
     recipe = config.get("recipe") or {}
     training = config.get("training") or {}
     lines = [f"- {k}: {v}" for k, v in sorted(training.items())]
-    lines.append(f"- recipe: `{json.dumps(recipe, sort_keys=True)}`")
+    lines.append("- recipe (the run's full configuration):\n\n```json\n" + json.dumps(recipe, indent=1, sort_keys=True)
+                 + "\n```")
     front = {
         "library_name": "contrastive-zoo",
         "license": "apache-2.0",
