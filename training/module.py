@@ -74,10 +74,19 @@ class ContrastiveModule(pl.LightningModule):
         self.log("loss", loss, prog_bar=True)
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        hook = getattr(self.extract, "before_optimizer_step", None)
+        if hook is not None:  # e.g. SwAV keeps its prototypes frozen during the first epoch
+            hook(self.current_epoch)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not torch.isfinite(loss.detach()):
             raise ZooError(f"loss became {loss.item()} at step {self.global_step}; stopping (last checkpoint kept)")
+        hook = getattr(self.extract, "after_optimizer_step", None)
+        if hook is not None:  # momentum teachers: EMA update with the training progress in [0, 1]
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            hook(self.encoder, min(1.0, self.global_step / total))
 
     def encode_for_eval(self, images: Tensor) -> Tensor:
         """The downstream representation: eval preprocessing, then the encoder's pooled last map."""

@@ -14,6 +14,8 @@ def batch(n=6, c=1, h=28, w=28, seed=0):
 
 @pytest.mark.parametrize("name,kwargs,shape", [
     ("simclr", dict(size=16), (6, 1, 16, 16)),
+    ("moco_v2", dict(size=16), (6, 1, 16, 16)),
+    ("byol", dict(size=16), (6, 1, 16, 16)),
     ("amdim", dict(size=32), (6, 1, 32, 32)),
     ("yadim", dict(size=32), (6, 1, 32, 32)),
     ("cpc", dict(size=24, patch=8, overlap=4), (6, 5, 5, 1, 8, 8)),
@@ -98,3 +100,12 @@ def test_eval_transform_resizes_and_normalises():
     pipe = AUG.build("yadim", dict(size=32, mean=[0.5], std=[0.5]))
     out = pipe.eval_transform(torch.full((2, 1, 28, 28), 255, dtype=torch.uint8))
     assert out.shape == (2, 1, 32, 32) and torch.allclose(out, torch.ones_like(out))
+
+
+def test_swav_multicrop_sizes_and_byol_asymmetry():
+    pipe = AUG.build("swav", dict(size=24, small_size=12, mean=[0.5], std=[0.25], n_small=3))
+    views = pipe(batch())
+    assert [tuple(v.shape[2:]) for v in views] == [(24, 24)] * 2 + [(12, 12)] * 3
+    byol = AUG.build("byol", dict(size=16, mean=[0.5], std=[0.25]))
+    assert [v.blur_prob for v in byol.views] == [1.0, 0.1]
+    assert [v.solarize_prob for v in byol.views] == [0.0, 0.2]

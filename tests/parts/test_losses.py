@@ -77,3 +77,19 @@ def test_cosine_similarity_values():
 def test_bad_similarity_arguments():
     with pytest.raises(ValueError, match="temperature > 0"):
         CosineSimilarity(temperature=0)
+
+
+def test_nce_with_several_positives_per_anchor_matches_loop():
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(3, 8, generator=g) * 2
+    positives = torch.tensor([[0, 1], [2, 3], [4, 5]])
+    loss = NCELoss()(scores, Comparison(None, None, positives))
+    total, count = 0.0, 0
+    for i in range(3):
+        negatives = [j for j in range(8) if j not in positives[i].tolist()]
+        neg_sum = sum(math.exp(scores[i, j].item()) for j in negatives)
+        for p in positives[i].tolist():
+            s = scores[i, p].item()
+            total += -(s - math.log(math.exp(s) + neg_sum))
+            count += 1
+    assert loss.item() == pytest.approx(total / count, rel=1e-5)

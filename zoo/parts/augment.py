@@ -203,6 +203,46 @@ def simclr_views(*, size: int | Sequence[int], mean: Sequence[float], std: Seque
     return ViewPipeline(views=(view,) * n_views, channels=channels)
 
 
+@AUGMENTATIONS.register("moco_v2")
+def moco_v2_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
+                  channels: Optional[int] = None, crop_scale: Sequence[float] = (0.2, 1.0),
+                  blur_prob: float = 0.5) -> ViewPipeline:
+    """MoCo v2 (arXiv:2003.04297): SimCLR's augmentation with blur: crop 0.2-1, colour jitter
+    (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, Gaussian blur (sigma 0.1-2) p 0.5, flip."""
+    view = ViewTransform(**_common(size, mean, std), crop_scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.4, 0.1),
+                         jitter_prob=0.8, gray_prob=0.2, blur_prob=blur_prob)
+    return ViewPipeline(views=(view, view), channels=channels)
+
+
+@AUGMENTATIONS.register("byol")
+def byol_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
+               channels: Optional[int] = None, crop_scale: Sequence[float] = (0.08, 1.0),
+               blur_probs: Sequence[float] = (1.0, 0.1), solarize_probs: Sequence[float] = (0.0, 0.2)) -> ViewPipeline:
+    """BYOL (arXiv:2006.07733), asymmetric: both views crop, flip, jitter (0.4, 0.4, 0.2, 0.1) p 0.8,
+    grayscale p 0.2; view 1 blurs with p 1.0 and never solarises, view 2 blurs with p 0.1, solarises with p 0.2."""
+    common = dict(**_common(size, mean, std), crop_scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.2, 0.1),
+                  jitter_prob=0.8, gray_prob=0.2)
+    views = tuple(ViewTransform(**common, blur_prob=b, solarize_prob=s) for b, s in zip(blur_probs, solarize_probs))
+    return ViewPipeline(views=views, channels=channels)
+
+
+@AUGMENTATIONS.register("swav")
+def swav_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
+               small_size: int | Sequence[int], channels: Optional[int] = None, n_large: int = 2, n_small: int = 6,
+               large_scale: Sequence[float] = (0.14, 1.0), small_scale: Sequence[float] = (0.05, 0.14),
+               strength: float = 1.0, blur_prob: float = 0.5) -> ViewPipeline:
+    """SwAV (arXiv:2006.09882) multi-crop: "two standard resolution crops and [...] V additional low resolution
+    crops that cover only small parts of the image" (2x224 at scale 0.14-1 + 6x96 at 0.05-0.14 on ImageNet),
+    each with SimCLR's colour distortion and blur. Large crops come first in the list of views."""
+    s = strength
+    common = dict(jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, gray_prob=0.2, blur_prob=blur_prob)
+    large = ViewTransform(**_common(size, mean, std), crop_scale=tuple(large_scale), **common)
+    small = ViewTransform(**_common(small_size, mean, std), crop_scale=tuple(small_scale), **common)
+    if n_large < 2 or n_small < 0:
+        raise ZooError(f"swav multi-crop needs n_large >= 2 and n_small >= 0, got {n_large}, {n_small}")
+    return ViewPipeline(views=(large,) * n_large + (small,) * n_small, channels=channels)
+
+
 @AUGMENTATIONS.register("amdim")
 def amdim_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
                 channels: Optional[int] = None, crop_scale: Optional[Sequence[float]] = None,

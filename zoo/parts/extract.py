@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
+from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
 from zoo.registry import Registry
 
@@ -24,13 +25,20 @@ EXTRACTORS: Registry[nn.Module] = Registry("extraction")
 
 @dataclass
 class Comparison:
-    """Anchors (N, D) against candidates (M, D); ``positives[i]`` indexes anchor i's positive candidate and
-    ``exclude[i]`` (optional) a candidate to drop from anchor i's denominator."""
+    """Anchors (N, D) scored against candidates (M, D) by the similarity part, then judged by the loss.
+
+    ``positives``: (N,) index of each anchor's positive candidate, or (N, P) when an anchor has P positives
+    (AMDIM's global-to-local task), each then contrasted on its own against the shared negatives.
+    ``exclude``: optional (N,) candidate to drop from anchor i's denominator (itself, in NT-Xent).
+    ``targets``: optional (N, M) soft targets over the candidates (SwAV's codes), for target-based losses.
+    ``weight``: this comparison's share of the total loss.
+    """
 
     anchors: Tensor
     candidates: Tensor
-    positives: Tensor
+    positives: Optional[Tensor] = None
     exclude: Optional[Tensor] = None
+    targets: Optional[Tensor] = None
     weight: float = 1.0
 
 
@@ -54,18 +62,23 @@ def pair_views(z: Tensor, n_views: int, pairing: str) -> List[Comparison]:
 
     ``all_views`` (NT-Xent): every vector is an anchor against all V*N vectors but itself; for V=2 its positive
     is the other view of the same sample. ``cross_view``: view a's vectors against view b's only, both ways.
+    Under DDP the candidates are gathered from every process (negatives of the global batch) and the anchors
+    stay local; positives are indexed into the gathered candidates.
     """
     n = z.shape[0] // n_views
-    idx = torch.arange(n, device=z.device)
+    rank, size = world()
     if pairing == "all_views":
         if n_views != 2:
             raise ZooError("pairing 'all_views' needs exactly 2 views")
-        both = torch.arange(2 * n, device=z.device)
-        return [Comparison(z, z, positives=(both + n) % (2 * n), exclude=both)]
+        local = torch.arange(2 * n, device=z.device)
+        own = local + rank * 2 * n  # this process's rows inside the gathered candidates
+        return [Comparison(z, gather_with_grad(z), positives=(local + n) % (2 * n) + rank * 2 * n, exclude=own)]
     if pairing == "cross_view":
         views = z.split(n)
+        idx = torch.arange(n, device=z.device) + rank * n
         pairs = [(a, b) for a in range(n_views) for b in range(n_views) if a != b]
-        return [Comparison(views[a], views[b], positives=idx, weight=1.0 / len(pairs)) for a, b in pairs]
+        return [Comparison(views[a], gather_with_grad(views[b]), positives=idx, weight=1.0 / len(pairs))
+                for a, b in pairs]
     raise ZooError(f"unknown pairing {pairing!r}; use 'all_views' or 'cross_view'")
 
 

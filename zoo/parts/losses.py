@@ -24,7 +24,8 @@ class NCELoss(nn.Module):
     """InfoNCE: ``-log(exp(s_pos) / sum_j exp(s_j))`` over each anchor's row of scores.
 
     The row holds the anchor's score with every candidate; ``comparison.positives`` says which candidate is the
-    positive, ``comparison.exclude`` which one (the anchor itself, in NT-Xent) leaves the denominator.
+    positive, ``comparison.exclude`` which one (the anchor itself, in NT-Xent) leaves the denominator. With
+    (N, P) positives each positive p gives ``-log(exp(s_p) / (exp(s_p) + sum_negatives exp(s_n)))``, averaged.
     ``score_penalty`` adds ``penalty * mean(scores^2)``, AMDIM's regulariser for unnormalised dot products.
     """
 
@@ -36,10 +37,19 @@ class NCELoss(nn.Module):
 
     def forward(self, scores: Tensor, comparison: Comparison) -> Tensor:
         logits = scores.float()
+        positives = comparison.positives
+        if positives is None:
+            raise ZooError("the nce loss needs comparisons with positives")
         if comparison.exclude is not None:
             rows = torch.arange(logits.shape[0], device=logits.device)
             logits = logits.index_put((rows, comparison.exclude), torch.tensor(float("-inf"), device=logits.device))
-        loss = F.cross_entropy(logits, comparison.positives)
+        if positives.dim() == 1:
+            loss = F.cross_entropy(logits, positives)
+        else:
+            # several positives per anchor: each one against the anchor's shared negatives (AMDIM)
+            is_pos = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, positives, True)
+            neg_lse = logits.masked_fill(is_pos, float("-inf")).logsumexp(dim=1, keepdim=True)
+            loss = F.softplus(neg_lse - logits.gather(1, positives)).mean()
         if self.score_penalty:
             loss = loss + self.score_penalty * scores.float().pow(2).mean()
         return loss
