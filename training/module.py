@@ -74,6 +74,12 @@ class ContrastiveModule(pl.LightningModule):
         self.log("loss", loss, prog_bar=True)
         return loss
 
+    def on_fit_start(self) -> None:
+        check = getattr(self.extract, "check_batch_size", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if check is not None and datamodule is not None:  # e.g. a queue that must hold whole global batches
+            check(int(datamodule.batch_size) * int(self.trainer.world_size))
+
     def on_before_optimizer_step(self, optimizer) -> None:
         hook = getattr(self.extract, "before_optimizer_step", None)
         if hook is not None:  # e.g. SwAV keeps its prototypes frozen during the first epoch

@@ -93,3 +93,10 @@ def test_nce_with_several_positives_per_anchor_matches_loop():
             total += -(s - math.log(math.exp(s) + neg_sum))
             count += 1
     assert loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_nce_excludes_several_candidates_per_anchor():
+    scores = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 3.0, 1.0, 2.0]])
+    comp = Comparison(None, None, torch.tensor([0, 1]), exclude=torch.tensor([[1, 2], [0, 2]]))
+    expected = nce_by_loops([[2.0, -1.0], [3.0, 2.0]], [0, 0])
+    assert NCELoss()(scores, comp).item() == pytest.approx(expected, rel=1e-6)

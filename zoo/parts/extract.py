@@ -29,7 +29,7 @@ class Comparison:
 
     ``positives``: (N,) index of each anchor's positive candidate, or (N, P) when an anchor has P positives
     (AMDIM's global-to-local task), each then contrasted on its own against the shared negatives.
-    ``exclude``: optional (N,) candidate to drop from anchor i's denominator (itself, in NT-Xent).
+    ``exclude``: optional (N,) or (N, E) candidates to drop from anchor i's denominator (itself, in NT-Xent).
     ``targets``: optional (N, M) soft targets over the candidates (SwAV's codes), for target-based losses.
     ``weight``: this comparison's share of the total loss.
     """

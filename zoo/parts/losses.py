@@ -24,7 +24,7 @@ class NCELoss(nn.Module):
     """InfoNCE: ``-log(exp(s_pos) / sum_j exp(s_j))`` over each anchor's row of scores.
 
     The row holds the anchor's score with every candidate; ``comparison.positives`` says which candidate is the
-    positive, ``comparison.exclude`` which one (the anchor itself, in NT-Xent) leaves the denominator. With
+    positive, ``comparison.exclude`` which candidates, (N,) or (N, E), leave the denominator (the anchor itself in NT-Xent). With
     (N, P) positives each positive p gives ``-log(exp(s_p) / (exp(s_p) + sum_negatives exp(s_n)))``, averaged.
     ``score_penalty`` adds ``penalty * mean(scores^2)``, AMDIM's regulariser for unnormalised dot products.
     """
@@ -41,8 +41,8 @@ class NCELoss(nn.Module):
         if positives is None:
             raise ZooError("the nce loss needs comparisons with positives")
         if comparison.exclude is not None:
-            rows = torch.arange(logits.shape[0], device=logits.device)
-            logits = logits.index_put((rows, comparison.exclude), torch.tensor(float("-inf"), device=logits.device))
+            exclude = comparison.exclude if comparison.exclude.dim() == 2 else comparison.exclude.unsqueeze(1)
+            logits = logits.scatter(1, exclude, float("-inf"))
         if positives.dim() == 1:
             loss = F.cross_entropy(logits, positives)
         else:
