@@ -192,14 +192,14 @@ def _check_patch(size, patch, overlap) -> None:
 def simclr_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
                  channels: Optional[int] = None, n_views: int = 2, strength: float = 1.0,
                  crop_scale: Sequence[float] = (0.08, 1.0), jitter_prob: float = 0.8, gray_prob: float = 0.2,
-                 blur_prob: float = 0.5) -> ViewPipeline:
+                 blur_prob: float = 0.5, flip_prob: float = 0.5) -> ViewPipeline:
     """SimCLR (arXiv:2002.05709): "random cropping followed by resize back to the original size, random color
     distortions, and random Gaussian blur"; jitter (0.8s, 0.8s, 0.8s, 0.2s) with p 0.8, grayscale p 0.2.
     Use ``blur_prob=0`` for CIFAR-sized images as the paper does."""
     s = strength
     view = ViewTransform(**_common(size, mean, std), crop_scale=tuple(crop_scale),
                          jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=jitter_prob,
-                         gray_prob=gray_prob, blur_prob=blur_prob)
+                         gray_prob=gray_prob, blur_prob=blur_prob, flip_prob=flip_prob)
     return ViewPipeline(views=(view,) * n_views, channels=channels)
 
 
