@@ -65,3 +65,26 @@ def test_yaml_only_method_trains_without_new_code(fmnist_dir):
 def test_yaml_only_method_needs_every_part():
     with pytest.raises(zoo.ZooError, match="every characteristic needs a part name; missing for"):
         ContrastiveModule(method=None, augment={"name": "simclr"})
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "lars"])
+def test_optimizers_leave_biases_and_norms_without_weight_decay(optimizer, fmnist_dir):
+    module = ContrastiveModule(method="yadim", optimizer=optimizer, weight_decay=1e-4, lr=0.1, warmup_epochs=1,
+                               **TINY["yadim"])
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_train_batches=3)
+    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8))
+    opt = trainer.optimizers[0]
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 1e-4 and plain["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])
+    assert type(opt).__name__.lower() == {"adam": "adam", "adamw": "adamw", "sgd": "sgd", "lars": "lars"}[optimizer]
+    # 6 steps: 3 of linear warm-up to lr 0.1, then cosine decay to 0 over the last 3
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bad_optimizer_and_schedule_names():
+    with pytest.raises(zoo.ZooError, match="unknown optimizer 'lamb'"):
+        ContrastiveModule(method="yadim", optimizer="lamb", **TINY["yadim"])
+    with pytest.raises(zoo.ZooError, match="unknown schedule 'step'"):
+        ContrastiveModule(method="yadim", schedule="step", **TINY["yadim"])

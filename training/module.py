@@ -18,7 +18,7 @@ from zoo.build import build_method
 from zoo.errors import ZooError
 from zoo.methods import resolve_method
 
-_OPTIMIZERS = ("adam", "adamw", "sgd")
+_OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 _SCHEDULES = ("cosine", "constant")
 
 
@@ -38,7 +38,7 @@ class ContrastiveModule(pl.LightningModule):
             extract: (3) representation extraction part overrides.
             similarity: (4) similarity part overrides.
             loss: (5) loss part overrides.
-            optimizer: one of adam, adamw, sgd.
+            optimizer: one of adam, adamw, sgd, lars (timm's LARS: SimCLR, BYOL and SwAV at large batch).
             lr: peak learning rate.
             weight_decay: weight decay.
             momentum: SGD momentum.
@@ -103,9 +103,17 @@ class ContrastiveModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        # biases and normalisation parameters get no weight decay (and, under LARS, no trust-ratio adaptation),
+        # as in SimCLR and BYOL
+        params = [{"params": [p for p in trainable if p.ndim > 1]},
+                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "lars":
+            from timm.optim import Lars
+
+            opt = Lars(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
             opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
