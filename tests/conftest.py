@@ -13,6 +13,8 @@ TINY = {
     "simclr": dict(augment=dict(size=16, mean=[0.5], std=[0.25], blur_prob=0.5),
                    encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
                    extract=dict(head_hidden=32, head_out=16)),
+    "amdim": dict(augment=dict(size=32, mean=[0.5], std=[0.25]),
+                  encoder=dict(in_channels=1, image_size=32, ndf=8, n_rkhs=32, depth=1)),
     "yadim": dict(augment=dict(size=32, mean=[0.5], std=[0.25]),
                   encoder=dict(in_channels=1, image_size=32, ndf=8, n_rkhs=32, depth=1)),
 }

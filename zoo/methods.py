@@ -53,6 +53,20 @@ YADIM = register_method(Method(
 ))
 
 
+AMDIM = register_method(Method(
+    name="amdim",
+    paper="Bachman et al. 2019, Learning Representations by Maximizing Mutual Information Across Views, "
+          "arXiv:1906.00910",
+    summary="AMDIM views, AMDIM encoder, multiscale NCE across views (global->5x5, global->7x7, sampled "
+            "5x5 location->5x5), dot / sqrt(D) tanh-clipped at 20, NCE with a score penalty.",
+    augment=Part.of("amdim"),
+    encoder=Part.of("amdim", ndf=128, n_rkhs=1024, depth=3),
+    extract=Part.of("multi_map", tasks="01, 02, 11"),
+    similarity=Part.of("dot", scale_by_sqrt_dim=True, tanh_clip=20.0),
+    loss=Part.of("nce", score_penalty=0.04),
+))
+
+
 def resolve_method(method: str | None, name: str | None = None, **overrides) -> Method:
     """A row with per-characteristic overrides, or, with ``method=None``, a method defined by the overrides
     alone (all five characteristics must then be given, each with a ``name``)."""
