@@ -67,6 +67,20 @@ AMDIM = register_method(Method(
 ))
 
 
+CPC_V2 = register_method(Method(
+    name="cpc_v2",
+    paper="Hénaff et al. 2020, Data-Efficient Image Recognition with Contrastive Predictive Coding, "
+          "arXiv:1905.09272",
+    summary="Overlapping patch grid with per-patch augmentation, ResNet-101 per patch, PixelCNN-style masked "
+            "context network, linear predictions 1-3 rows ahead, dot product, InfoNCE against every patch of the batch.",
+    augment=Part.of("cpc", patch=64, overlap=32),
+    encoder=Part.of("resnet", arch="resnet101"),
+    extract=Part.of("cpc_context", context_dim=512, target_dim=64, steps=3, n_context_layers=5),
+    similarity=Part.of("dot"),
+    loss=Part.of("nce"),
+))
+
+
 def resolve_method(method: str | None, name: str | None = None, **overrides) -> Method:
     """A row with per-characteristic overrides, or, with ``method=None``, a method defined by the overrides
     alone (all five characteristics must then be given, each with a ``name``)."""
