@@ -18,6 +18,9 @@ TINY = {
     "cpc_v2": dict(augment=dict(size=16, patch=8, overlap=4, mean=[0.5], std=[0.25]),
                    encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
                    extract=dict(context_dim=32, target_dim=16, steps=2, n_context_layers=1)),
+    "swav": dict(augment=dict(size=16, small_size=8, n_small=2, mean=[0.5], std=[0.25]),
+                 encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
+                 extract=dict(head_hidden=32, head_out=16, n_prototypes=10, freeze_prototypes_epochs=0)),
     "yadim": dict(augment=dict(size=32, mean=[0.5], std=[0.25]),
                   encoder=dict(in_channels=1, image_size=32, ndf=8, n_rkhs=32, depth=1)),
 }
