@@ -21,6 +21,12 @@ TINY = {
     "swav": dict(augment=dict(size=16, small_size=8, n_small=2, mean=[0.5], std=[0.25]),
                  encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
                  extract=dict(head_hidden=32, head_out=16, n_prototypes=10, freeze_prototypes_epochs=0)),
+    "moco_v2": dict(augment=dict(size=16, mean=[0.5], std=[0.25]),
+                    encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
+                    extract=dict(head_hidden=32, head_out=16, queue_size=64)),
+    "byol": dict(augment=dict(size=16, mean=[0.5], std=[0.25]),
+                 encoder=dict(arch="resnet18", in_channels=1, small_image_stem=True),
+                 extract=dict(projector_hidden=32, projector_out=16, predictor_hidden=32)),
     "yadim": dict(augment=dict(size=32, mean=[0.5], std=[0.25]),
                   encoder=dict(in_channels=1, image_size=32, ndf=8, n_rkhs=32, depth=1)),
 }

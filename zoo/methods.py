@@ -97,6 +97,33 @@ SWAV = register_method(Method(
 ))
 
 
+MOCO_V2 = register_method(Method(
+    name="moco_v2",
+    paper="Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297",
+    summary="MoCo v2 views, ResNet-50, pooled last map + 2-layer MLP head (2048, no BN) for queries and a momentum "
+            "(0.999) key encoder, cosine / 0.2, InfoNCE against a queue of 65536 keys.",
+    augment=Part.of("moco_v2"),
+    encoder=Part.of("resnet", arch="resnet50"),
+    extract=Part.of("momentum_queue", head_hidden=2048, head_out=128, queue_size=65536, momentum=0.999),
+    similarity=Part.of("cosine", temperature=0.2),
+    loss=Part.of("nce"),
+))
+
+BYOL = register_method(Method(
+    name="byol",
+    paper="Grill et al. 2020, Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, "
+          "arXiv:2006.07733",
+    summary="Asymmetric BYOL views, ResNet-50, projector + predictor MLPs (4096 -> 256) regressing an EMA target "
+            "(tau 0.996 -> 1), cosine / 1.0, 2 - 2 cos, symmetrised.",
+    augment=Part.of("byol"),
+    encoder=Part.of("resnet", arch="resnet50"),
+    extract=Part.of("momentum_predictor", projector_hidden=4096, projector_out=256, predictor_hidden=4096,
+                    base_tau=0.996),
+    similarity=Part.of("cosine", temperature=1.0),
+    loss=Part.of("regression"),
+))
+
+
 def resolve_method(method: str | None, name: str | None = None, **overrides) -> Method:
     """A row with per-characteristic overrides, or, with ``method=None``, a method defined by the overrides
     alone (all five characteristics must then be given, each with a ``name``)."""

@@ -1,6 +1,6 @@
 """The five kinds of parts, one registry each (see each module's docstring for the paper's words)."""
 
-from zoo.parts import amdim_tasks, cpc, swav  # noqa: F401  (register their extractors and losses)
+from zoo.parts import amdim_tasks, cpc, momentum, swav  # noqa: F401  (register their extractors and losses)
 from zoo.parts.augment import AUGMENTATIONS
 from zoo.parts.encoders import ENCODERS
 from zoo.parts.extract import EXTRACTORS
