@@ -61,3 +61,29 @@ def test_gathered_nce_equals_single_process_loss_on_concatenated_batch(tmp_path,
     assert ddp_grads, "no gradients recorded"
     for name, param in single.encoder.named_parameters():
         assert torch.allclose(ddp_grads[name], param.grad, rtol=1e-3, atol=1e-6), name
+
+
+@pytest.mark.parametrize("extract,similarity,loss", [
+    ({"name": "momentum_queue", "head_hidden": 16, "head_out": 8, "queue_size": 32, "momentum": 0.9},
+     {"name": "cosine", "temperature": 0.2}, {"name": "nce"}),
+    ({"name": "momentum_predictor", "projector_hidden": 16, "projector_out": 8, "predictor_hidden": 16},
+     {"name": "cosine", "temperature": 1.0}, {"name": "regression"}),
+])
+def test_teachers_and_queues_stay_identical_across_ranks(tmp_path, fmnist_dir, extract, similarity, loss):
+    model = dict(method=None, name="ddp_teacher_check", augment={**FIXED_VIEWS, "flip_prob": 0.5},
+                 encoder=TINY_CONV, extract=extract, similarity=similarity, loss=loss, max_steps=3)
+    out = run_ddp(tmp_path, fmnist_dir, model)
+    init = {k[len("extract."):]: v for k, v in torch.load(out / "init.pt").items() if k.startswith("extract.")}
+    ranks = [torch.load(out / f"extract_{r}.pt") for r in (0, 1)]
+    teacher = [k for k in ranks[0] if "teacher" in k or "target" in k]
+    assert teacher, sorted(ranks[0])
+    assert set(ranks[0]) == set(ranks[1])
+    # batch-norm running statistics are per process under DDP (as in the online network); everything else must agree
+    shared = [k for k in ranks[0] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    for key in shared:
+        assert torch.equal(ranks[0][key], ranks[1][key]), f"{key} differs between ranks"
+    moved = [k for k in teacher if ranks[0][k].is_floating_point() and not torch.equal(ranks[0][k], init[k])]
+    assert moved, "the EMA teacher never moved"
+    if extract["name"] == "momentum_queue":
+        queue = [k for k in ranks[0] if "queue" in k and ranks[0][k].dim() == 2]
+        assert queue and not torch.equal(ranks[0][queue[0]], init[queue[0]]), "keys were never enqueued"

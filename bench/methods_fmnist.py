@@ -1,0 +1,137 @@
+"""Every method on Fashion-MNIST for the same wall-clock training budget, as a paper-style table.
+
+    .venv/bin/python bench/methods_fmnist.py [--budget-s 120] [--methods yadim simclr ...]
+
+Each method trains from its recipe ``training/recipes/<method>/fashion_mnist.yaml`` in a child process (so peak
+RSS is its own) for ``--budget-s`` seconds, is exported and reloaded with ``zoo.load_encoder``, and is evaluated
+on the 10k test images: kNN (k=200, cosine, exp(sim/0.1)) against the 60k training images and a linear probe;
+the same architecture with random weights is evaluated alongside. Writes ``bench/results/methods_fmnist.md`` and
+``.json``. Not a test: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["yadim", "simclr", "moco_v2", "byol", "swav", "amdim", "cpc_v2"]
+RESULTS = ROOT / "bench" / "results"
+
+
+def run_one(method: str, budget_s: int, out: Path) -> dict:
+    import torch
+
+    import zoo
+    from training.cli import lightning_cli
+    from training.data import FashionMNISTDataModule
+    from training.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+    from training.export import export_checkpoint
+    from zoo.build import build_encoder
+
+    recipe = ROOT / "training" / "recipes" / method / "fashion_mnist.yaml"
+    minutes, seconds = divmod(budget_s, 60)
+    args = ["fit", "--config", str(recipe), "--trainer.max_time", f"00:00:{minutes:02d}:{seconds:02d}",
+            "--trainer.max_epochs", "1000", "--trainer.default_root_dir", str(out / method),
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks", '[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
+                                   '"init_args": {"save_last": true}}]']
+    start = time.perf_counter()
+    cli = lightning_cli(args)
+    fit_s = time.perf_counter() - start
+    trainer, module = cli.trainer, cli.model
+    folder = out / f"{method}.fashion_mnist"
+    export_checkpoint(ckpt=trainer.checkpoint_callback.last_model_path, out=str(folder), overwrite=True,
+                      name=f"{method}.fashion_mnist", dataset="fashion_mnist")
+    encoder = zoo.load_encoder(folder)
+    preprocess = zoo.eval_transform(encoder)
+    random_encoder = build_encoder(zoo.Part.from_dict(encoder.zoo_config["encoder"])).eval()
+    dm = FashionMNISTDataModule()
+    dm.setup()
+    scores = {}
+    for name, model in (("trained", encoder), ("random", random_encoder)):
+        model = model.to(memory_format=torch.channels_last)
+
+        def encode(x, model=model):
+            return model(preprocess(x).contiguous(memory_format=torch.channels_last))
+
+        bank = extract_features(encode, dm.knn_bank_dataloader())
+        test = extract_features(encode, dm.test_dataloader())
+        scores[name] = {"knn": knn_accuracy(bank, test), "linear": linear_probe_accuracy(bank, test)["test_acc"]}
+    images = trainer.global_step * cli.datamodule.batch_size
+    views = len(module.augment.views)
+    return {
+        "method": method,
+        "parts": {c: p.name for c, p in module.method.parts().items()},
+        "encoder": encoder.zoo_config["encoder"],
+        "steps": trainer.global_step, "epochs": round(images / len(cli.datamodule.split("pretrain")), 2),
+        "train_s": round(fit_s, 1), "images_per_s": round(images / fit_s, 1),
+        "views_per_s": round(views * images / fit_s, 1), "views_per_image": views,
+        "knn": scores["trained"]["knn"], "linear": scores["trained"]["linear"],
+        "random_knn": scores["random"]["knn"], "random_linear": scores["random"]["linear"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def markdown(rows: list, budget_s: int, command: str) -> str:
+    lines = [
+        "# Every method on Fashion-MNIST, same training budget",
+        "",
+        f"`{command}` on {platform.machine()} ({platform.processor() or 'cpu'}), torch threads = 2 cores.",
+        f"Each method trains for {budget_s} s of wall time from `training/recipes/<method>/fashion_mnist.yaml`;",
+        "kNN: k=200, cosine, exp(sim/0.1) votes against the 60k training images; linear: logistic regression on",
+        "frozen features (weight decay picked on a validation split); test: the 10k test images. Random: the same",
+        "architecture with random weights. Views/s counts every augmented view (a CPC patch grid is one view).",
+        "",
+        "| method | aug | encoder | extraction | similarity | loss | epochs | kNN | linear | random kNN | "
+        "views/s | peak RSS MB | train s |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        p = r["parts"]
+        lines.append(f"| {r['method']} | {p['augment']} | {p['encoder']} | {p['extract']} | {p['similarity']} | "
+                     f"{p['loss']} | {r['epochs']} | {r['knn']:.4f} | {r['linear']:.4f} | {r['random_knn']:.4f} | "
+                     f"{r['views_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['train_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-s", type=int, default=120)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench_methods"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.one:
+        result = run_one(args.one, args.budget_s, out)
+        (out / f"{args.one}.json").write_text(json.dumps(result, indent=2))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for method in args.methods:
+        print(f"== {method}", flush=True)
+        child = subprocess.run([sys.executable, __file__, "--one", method, "--budget-s", str(args.budget_s),
+                                "--out", str(out)], cwd=ROOT)
+        if child.returncode != 0:
+            print(f"{method} failed (exit {child.returncode})", file=sys.stderr)
+            return 1
+        rows.append(json.loads((out / f"{method}.json").read_text()))
+        print(json.dumps(rows[-1]), flush=True)
+    command = "python bench/methods_fmnist.py " + " ".join(sys.argv[1:])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "methods_fmnist.md").write_text(markdown(rows, args.budget_s, command.strip()))
+    (RESULTS / "methods_fmnist.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown(rows, args.budget_s, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())
