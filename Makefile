@@ -26,6 +26,7 @@ demo: install data
 	$(PY) -m training.demo
 
 test: install
+	$(VENV)/bin/ruff check
 	$(PY) -m pytest
 
 clean:

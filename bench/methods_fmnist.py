@@ -59,7 +59,8 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
         model = model.to(memory_format=torch.channels_last)
 
         def encode(x, model=model):
-            return model(preprocess(x).contiguous(memory_format=torch.channels_last))
+            x = preprocess(x)  # a 6-D patch grid for CPC: left as is, the encoder flattens it
+            return model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
 
         bank = extract_features(encode, dm.knn_bank_dataloader())
         test = extract_features(encode, dm.test_dataloader())

@@ -86,3 +86,26 @@ def test_import_zoo_does_not_import_lightning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_yaml_only_recipe_trains_and_exports(fmnist_dir, tmp_path):
+    recipe = ROOT / "training" / "recipes" / "examples" / "simclr_aug_amdim_fashion_mnist.yaml"
+    fit = run("fit", "--config", str(recipe), "--model.encoder",
+              json.dumps({"name": "amdim", **json.loads(TINY_ENCODER)}), "--data.init_args.root", str(fmnist_dir),
+              "--data.init_args.batch_size", "16", "--trainer.max_steps", "2", "--trainer.callbacks", "[]",
+              "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = next((tmp_path / "run").rglob("*.ckpt"))
+    assert run("export", "--ckpt", str(ckpt), "--out", str(tmp_path / "out")).returncode == 0
+    config = zoo.load_encoder(tmp_path / "out").zoo_config
+    assert config["method"]["name"] == "simclr_aug_amdim"
+    assert [config["method"][c]["name"] for c in zoo.CHARACTERISTICS] == ["simclr", "amdim", "last_map", "dot", "nce"]
+
+
+def test_queue_not_divisible_by_batch_fails_before_training(fmnist_dir, tmp_path):
+    recipe = ROOT / "training" / "recipes" / "moco_v2" / "fashion_mnist.yaml"
+    result = run("fit", "--config", str(recipe), "--data.init_args.root", str(fmnist_dir),
+                 "--data.init_args.batch_size", "24", "--trainer.default_root_dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "queue size 4096 is not divisible by the global batch 24" in result.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "run").rglob("*.ckpt"))

@@ -117,3 +117,26 @@ def test_load_encoder_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format": "contrastive-zoo/encoder@1"}))
     with pytest.raises(ZooError, match="missing required field 'encoder'"):
         zoo.load_encoder(tmp_path)
+
+
+def test_patch_grid_method_exports_its_grid_for_evaluation(tmp_path, fmnist_dir):
+    """CPC trains on patch grids: the export records the grid and the loaded encoder averages over it."""
+    pl.seed_everything(0)
+    module = ContrastiveModule(method="cpc_v2", **TINY["cpc_v2"])
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "cpc.ckpt")
+    out = export_checkpoint(ckpt=str(tmp_path / "cpc.ckpt"), out=str(tmp_path / "cpc"))
+    encoder = zoo.load_encoder(out)
+    assert encoder.zoo_config["input"] == {"channels": 1, "size": [16, 16], "mean": [0.5], "std": [0.25],
+                                           "patch": 8, "overlap": 4}
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    grid = zoo.eval_transform(encoder)(images)
+    assert grid.shape == (3, 3, 3, 1, 8, 8)
+    module.eval()
+    with torch.no_grad():
+        got = encoder(grid)
+        assert torch.equal(got, module.encode_for_eval(images))
+        per_patch = encoder(grid.flatten(0, 2)).view(3, 9, -1)
+    assert torch.allclose(got, per_patch.mean(1))

@@ -100,6 +100,8 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
                      **dict(training or {})},
         "metrics": dict(metrics or {}),
     }
+    if "patch" in aug:  # patch-grid methods (CPC): evaluation encodes the same grid and averages over it
+        config["input"].update(patch=int(aug["patch"]), overlap=int(aug.get("overlap", 0)))
     if len(config["input"]["mean"]) != config["input"]["channels"]:
         # grey datasets fed to a 3-channel encoder: the eval transform replicates the grey channel
         config["input"]["mean"] = config["input"]["mean"][:1] * config["input"]["channels"]

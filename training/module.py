@@ -97,7 +97,7 @@ class ContrastiveModule(pl.LightningModule):
     def encode_for_eval(self, images: Tensor) -> Tensor:
         """The downstream representation: eval preprocessing, then the encoder's pooled last map."""
         x = self.augment.eval_transform(images)
-        if self.hparams.channels_last:
+        if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder(x)
 

@@ -91,6 +91,9 @@ def validate_config(config: Any, source: str = CONFIG) -> Dict[str, Any]:
         if not (isinstance(values, list) and len(values) == inp["channels"]
                 and all(isinstance(v, (int, float)) for v in values)):
             raise ZooError(f"{source}: input.{key} must be {inp['channels']} numbers, got {values!r}")
+    for key in ("patch", "overlap"):
+        if key in inp and (not isinstance(inp[key], int) or not 0 <= inp[key] <= 4096):
+            raise ZooError(f"{source}: input.{key} must be an int within 0..4096, got {inp[key]!r}")
     if not 0 < config["num_features"] <= 1 << 20:
         raise ZooError(f"{source}: num_features {config['num_features']} is out of range")
     Part.from_dict(config["encoder"])
@@ -150,18 +153,22 @@ def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], sour
 
 
 class EvalTransform:
-    """The eval preprocessing of an exported encoder: resize to its input size and normalise."""
+    """The eval preprocessing of an exported encoder: resize to its input size and normalise (and cut into the
+    training patch grid for patch-based methods such as CPC; the encoder then averages over the grid)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         inp = config["input"]
         self.channels, self.size = inp["channels"], tuple(inp["size"])
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
+        self.patch, self.overlap = inp.get("patch"), inp.get("overlap", 0)
 
     def __call__(self, images: Tensor) -> Tensor:
-        return eval_preprocess(images, self.size, self.mean, self.std, channels=self.channels)
+        return eval_preprocess(images, self.size, self.mean, self.std, channels=self.channels, patch=self.patch,
+                               overlap=self.overlap)
 
     def __repr__(self) -> str:
-        return f"EvalTransform(size={self.size}, mean={self.mean}, std={self.std})"
+        grid = f", patch={self.patch}, overlap={self.overlap}" if self.patch else ""
+        return f"EvalTransform(size={self.size}, mean={self.mean}, std={self.std}{grid})"
 
 
 def eval_transform(encoder_or_config: Any) -> EvalTransform:

@@ -8,11 +8,11 @@ import torch
 
 import zoo
 import zoo.parts.amdim_tasks as amdim_tasks  # registers "multi_map"
-from training.data import FashionMNISTDataModule
 from training.module import ContrastiveModule
 from zoo.parts.amdim_tasks import MultiMapExtractor, parse_tasks
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity
+from tests.harness import fit_two_steps
 
 MAPS = ("r1", "r5", "r7")
 TINY_ENCODER = dict(in_channels=1, image_size=32, ndf=4, n_rkhs=16, depth=1)
@@ -185,26 +185,6 @@ def test_nce_on_comparison_matches_amdim_loop(task):
 
 # --- two real optimizer steps from YAML-only parts -------------------------------------------------------------
 
-class GradientProbe(pl.Callback):
-    def __init__(self):
-        self.losses, self.grad_norms = [], []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses.append(outputs["loss"].item())
-
-    def on_before_optimizer_step(self, trainer, module, optimizer):
-        grads = [p.grad.norm() for p in module.encoder.parameters() if p.grad is not None]
-        self.grad_norms.append(torch.stack(grads).sum().item() if grads else 0.0)
-
-
-def fit_two_steps(module, data_dir):
-    probe = GradientProbe()
-    before = {k: v.clone() for k, v in module.encoder.state_dict().items()}
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe])
-    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(data_dir), batch_size=8))
-    changed = any(not torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
-    return probe, changed
 
 
 def test_yaml_only_amdim_takes_two_steps(fmnist_dir):

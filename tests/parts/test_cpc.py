@@ -9,12 +9,12 @@ import torch.nn as nn
 
 import zoo
 import zoo.parts.cpc as cpc
-from training.data import FashionMNISTDataModule
 from training.module import ContrastiveModule
 from zoo.parts.cpc import CPCContextExtractor, ContextNetwork, future_indices
 from zoo.parts.encoders.base import Encoder
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity
+from tests.harness import fit_two_steps
 
 
 class MeanEncoder(Encoder):
@@ -195,26 +195,6 @@ def test_tiny_encoder_learns_through_the_task():
 
 # --- through the real LightningModule (harness as in tests/test_methods.py) ---
 
-class GradientProbe(pl.Callback):
-    def __init__(self):
-        self.losses, self.grad_norms = [], []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses.append(outputs["loss"].item())
-
-    def on_before_optimizer_step(self, trainer, module, optimizer):
-        grads = [p.grad.norm() for p in module.encoder.parameters() if p.grad is not None]
-        self.grad_norms.append(torch.stack(grads).sum().item() if grads else 0.0)
-
-
-def fit_two_steps(module, data_dir):
-    probe = GradientProbe()
-    before = {k: v.clone() for k, v in module.encoder.state_dict().items()}
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe])
-    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(data_dir), batch_size=8))
-    changed = any(not torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
-    return probe, changed
 
 
 def test_yaml_only_cpc_method_trains(fmnist_dir):

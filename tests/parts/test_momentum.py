@@ -214,18 +214,7 @@ def fit(module, data_dir, max_steps, callbacks=()):
 
 
 def gradient_probe():
-    import pytorch_lightning as pl
-
-    class GradientProbe(pl.Callback):
-        def __init__(self):
-            self.losses, self.grad_norms = [], []
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self.losses.append(outputs["loss"].item())
-
-        def on_before_optimizer_step(self, trainer, module, optimizer):
-            grads = [p.grad.norm() for p in module.encoder.parameters() if p.grad is not None]
-            self.grad_norms.append(torch.stack(grads).sum().item() if grads else 0.0)
+    from tests.harness import GradientProbe  # imports Lightning: kept out of the spawned workers' imports
 
     return GradientProbe()
 

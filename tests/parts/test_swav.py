@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 import zoo
 import zoo.parts.swav  # noqa: F401  (registers 'prototypes' and 'swapped_prediction')
-from training.data import FashionMNISTDataModule
 from training.module import ContrastiveModule
 from zoo.parts.extract import Comparison
 from zoo.parts.similarity import CosineSimilarity
-from zoo.parts.swav import PrototypeExtractor, SwappedPredictionLoss, sinkhorn
+from zoo.parts.swav import SwappedPredictionLoss, sinkhorn
+from tests.harness import fit_two_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -262,26 +262,6 @@ def test_sinkhorn_and_queue_under_two_processes_equal_one_process_on_the_global_
     assert all(torch.allclose(r["queue"], ext.queue) for r in ranks)  # the gathered global batch, rank order
 
 
-class GradientProbe(pl.Callback):
-    def __init__(self):
-        self.losses, self.grad_norms = [], []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses.append(outputs["loss"].item())
-
-    def on_before_optimizer_step(self, trainer, module, optimizer):
-        grads = [p.grad.norm() for p in module.encoder.parameters() if p.grad is not None]
-        self.grad_norms.append(torch.stack(grads).sum().item() if grads else 0.0)
-
-
-def fit_two_steps(module, data_dir):
-    probe = GradientProbe()
-    before = {k: v.clone() for k, v in module.encoder.state_dict().items()}
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe])
-    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(data_dir), batch_size=8))
-    changed = any(not torch.equal(before[k], v) for k, v in module.encoder.state_dict().items())
-    return probe, changed
 
 
 def swav_module(**extract):

@@ -110,8 +110,10 @@ class ViewPipeline:
         return out
 
     def eval_transform(self, images: Tensor) -> Tensor:
-        """Deterministic preprocessing for evaluation: resize the whole image to ``size`` and normalise."""
-        return eval_preprocess(self._check(images), self.size, self.mean, self.std)
+        """Deterministic preprocessing for evaluation: resize the whole image to ``size`` and normalise; with a
+        patch grid, cut it into the same grid without per-patch augmentation, (B, rows, cols, C, p, p)."""
+        return eval_preprocess(self._check(images), self.size, self.mean, self.std, patch=self.patch,
+                               overlap=self.overlap)
 
     def grid_shape(self) -> Tuple[int, int]:
         if self.patch is None:
@@ -136,10 +138,9 @@ class ViewPipeline:
 
     def _patchify(self, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         n, c = x.shape[:2]
-        stride = self.patch - self.overlap
-        patches = x.unfold(2, self.patch, stride).unfold(3, self.patch, stride)  # n, c, r, q, p, p
-        rows, cols = patches.shape[2:4]
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, c, self.patch, self.patch)
+        patches = patch_grid(x, self.patch, self.overlap)
+        rows, cols = patches.shape[1:3]
+        patches = patches.reshape(n * rows * cols, c, self.patch, self.patch)
         if self.patch_view is not None:
             # undo normalisation, augment each patch on its own, normalise again
             m = torch.as_tensor(self.mean, device=x.device).view(1, -1, 1, 1)
@@ -148,9 +149,16 @@ class ViewPipeline:
         return patches.reshape(n, rows, cols, c, self.patch, self.patch)
 
 
+def patch_grid(x: Tensor, patch: int, overlap: int) -> Tensor:
+    """(B, C, H, W) -> overlapping patches (B, rows, cols, C, patch, patch) with stride ``patch - overlap``."""
+    stride = patch - overlap
+    return x.unfold(2, patch, stride).unfold(3, patch, stride).permute(0, 2, 3, 1, 4, 5).contiguous()
+
+
 def eval_preprocess(images: Tensor, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
-                    channels: Optional[int] = None) -> Tensor:
-    """uint8 or [0, 1] batch -> whole image resized to ``size`` (bilinear, antialiased) -> normalised."""
+                    channels: Optional[int] = None, patch: Optional[int] = None, overlap: int = 0) -> Tensor:
+    """uint8 or [0, 1] batch -> whole image resized to ``size`` (bilinear, antialiased) -> normalised
+    (-> cut into a patch grid when ``patch`` is given: encoders pool their features over the grid)."""
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise ZooError(f"expected a batch (B, C, H, W), got {tuple(getattr(images, 'shape', ())) or type(images)}")
     if channels is not None and images.shape[1] != channels:
@@ -161,7 +169,8 @@ def eval_preprocess(images: Tensor, size: Sequence[int], mean: Sequence[float], 
     if tuple(x.shape[2:]) != tuple(size):
         x = torch.nn.functional.interpolate(x, size=_pair(tuple(size)), mode="bilinear", align_corners=False,
                                             antialias=True)
-    return ops.normalize(x, mean, std)
+    x = ops.normalize(x, mean, std)
+    return x if patch is None else patch_grid(x, patch, overlap)
 
 
 def to_unit_float(images: Tensor) -> Tensor:

@@ -54,6 +54,13 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        """The representation used downstream: the last feature map, average pooled, (B, num_features)."""
+        """The representation used downstream: the last feature map, average pooled, (B, num_features).
+
+        A patch grid (B, rows, cols, C, p, p), as CPC's evaluation uses, is encoded patch by patch and the
+        patch features are averaged over the grid.
+        """
+        if x.dim() == 6:
+            b, rows, cols = x.shape[:3]
+            return self.forward(x.flatten(0, 2)).view(b, rows * cols, -1).mean(1)
         last = self.forward_features(x)[self.map_names[-1]]
         return last.mean(dim=(2, 3)) if last.dim() == 4 else last
