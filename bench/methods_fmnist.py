@@ -96,7 +96,8 @@ def markdown(rows: list, budget_s: int, command: str) -> str:
     ]
     for r in rows:
         p = r["parts"]
-        lines.append(f"| {r['method']} | {p['augment']} | {p['encoder']} | {p['extract']} | {p['similarity']} | "
+        mark = "*" if "command" in r else ""
+        lines.append(f"| {r['method']}{mark} | {p['augment']} | {p['encoder']} | {p['extract']} | {p['similarity']} | "
                      f"{p['loss']} | {r['epochs']} | {r['knn']:.4f} | {r['linear']:.4f} | {r['random_knn']:.4f} | "
                      f"{r['views_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['train_s']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -107,6 +108,9 @@ def main() -> int:
     parser.add_argument("--budget-s", type=int, default=120)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_methods"))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other methods' rows of bench/results/methods_fmnist.json, replace these")
+    parser.add_argument("--no-write", action="store_true", help="print the rows, leave bench/results alone")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
@@ -126,6 +130,15 @@ def main() -> int:
         rows.append(json.loads((out / f"{method}.json").read_text()))
         print(json.dumps(rows[-1]), flush=True)
     command = "python bench/methods_fmnist.py " + " ".join(sys.argv[1:])
+    if args.no_write:
+        return 0
+    if args.update and (RESULTS / "methods_fmnist.json").is_file():
+        previous = json.loads((RESULTS / "methods_fmnist.json").read_text())
+        fresh = {r["method"]: r for r in rows}
+        for r in fresh.values():
+            r["command"] = command.strip()
+        rows = [fresh.pop(r["method"], r) for r in previous] + list(fresh.values())
+        command = "python bench/methods_fmnist.py (rows marked * re-run with --update, see the json)"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "methods_fmnist.md").write_text(markdown(rows, args.budget_s, command.strip()))
     (RESULTS / "methods_fmnist.json").write_text(json.dumps(rows, indent=2) + "\n")
