@@ -26,12 +26,11 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def run_one(method: str, budget_s: int, out: Path) -> dict:
-    import torch
 
     import zoo
     from training.cli import lightning_cli
     from training.data import FashionMNISTDataModule
-    from training.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+    from training.evaluation import evaluate_frozen, frozen_features
     from training.export import export_checkpoint
     from zoo.build import build_encoder
 
@@ -51,20 +50,11 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
                       name=f"{method}.fashion_mnist", dataset="fashion_mnist")
     encoder = zoo.load_encoder(folder)
     preprocess = zoo.eval_transform(encoder)
-    random_encoder = build_encoder(zoo.Part.from_dict(encoder.zoo_config["encoder"])).eval()
+    random_encoder = build_encoder(zoo.Part.from_dict(encoder.zoo_config["encoder"]))
     dm = FashionMNISTDataModule()
     dm.setup()
-    scores = {}
-    for name, model in (("trained", encoder), ("random", random_encoder)):
-        model = model.to(memory_format=torch.channels_last)
-
-        def encode(x, model=model):
-            x = preprocess(x)  # a 6-D patch grid for CPC: left as is, the encoder flattens it
-            return model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
-
-        bank = extract_features(encode, dm.knn_bank_dataloader())
-        test = extract_features(encode, dm.test_dataloader())
-        scores[name] = {"knn": knn_accuracy(bank, test), "linear": linear_probe_accuracy(bank, test)["test_acc"]}
+    scores = {name: evaluate_frozen(frozen_features(model, preprocess), dm)
+              for name, model in (("trained", encoder), ("random", random_encoder))}
     images = trainer.global_step * cli.datamodule.batch_size
     views = len(module.augment.views)
     return {

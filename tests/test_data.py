@@ -88,3 +88,19 @@ def test_linear_probe_separates_a_linear_problem():
     assert result["test_acc"] > 0.97
     with pytest.raises(ZooError, match="at least two classes"):
         linear_probe_accuracy((x, torch.zeros(600, dtype=torch.long)), (x, y))
+
+
+def test_evaluate_frozen_on_the_tiny_dataset(fmnist_dir):
+    from training.evaluation import evaluate_frozen, frozen_features
+
+    import zoo
+    dm = FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8)
+    dm.setup()
+    encoder = zoo.REGISTRIES["encoder"].build("amdim", dict(in_channels=1, image_size=32, ndf=4, n_rkhs=8, depth=1))
+    pipe = zoo.REGISTRIES["augment"].build("yadim", dict(size=32, mean=[0.5], std=[0.25]))
+    encode = frozen_features(encoder, pipe.eval_transform)
+    images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(encode(images), encoder.float()(pipe.eval_transform(images)), atol=1e-5)
+    scores = evaluate_frozen(encode, dm)
+    assert scores["dims"] == 8 and 0.0 <= scores["knn"] <= 1.0 and 0.0 <= scores["linear"] <= 1.0
