@@ -1,4 +1,4 @@
-"""``python -m training fit|validate|export ...``: LightningCLI for training, jsonargparse for the rest."""
+"""``python -m training fit|validate|export|publish ...``: LightningCLI for training, jsonargparse for the rest."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from zoo.errors import ZooError
 
-COMMANDS = ("export",)
+COMMANDS = ("export", "publish")
 
 
 def lightning_cli(args: List[str], run: bool = True):
@@ -27,8 +27,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             from jsonargparse import auto_cli
 
             from training.export import export_checkpoint
+            from training.publish import publish
 
-            result = auto_cli({"export": export_checkpoint}, args=argv)
+            result = auto_cli({"export": export_checkpoint, "publish": publish}, args=argv)
             if result is not None:
                 print(result)
         else:

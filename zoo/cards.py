@@ -1,55 +1,84 @@
-"""Model cards: the ``README.md`` of an exported folder, rendered from ``cards/template.md``."""
+"""Model cards: the ``README.md`` of an exported or published folder, rendered from ``cards/template.md``.
+
+The front matter is written by ``huggingface_hub.ModelCardData`` (library_name, license, tags, datasets and the
+measured metrics as ``model-index``), so the card is a valid Hugging Face model card; the body holds the method's
+five-part table, where the weights are, how they were trained and what our own evaluation measured. Optional
+per-entry prose lives in ``cards/entries/NAME.md``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, List, Mapping, Optional
 
 from zoo.errors import ZooError
 from zoo.spec import Method
 
+# Hub dataset ids for the datasets our recipes know (cards link them); other names are written as given.
+HUB_DATASETS = {"fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+                "cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "stl10": ("tanganke/stl10", "STL-10"),
+                "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k")}
+PROTOCOLS = {"knn": "kNN top-1 (k=200, cosine, exp(sim/0.1) votes), frozen features",
+             "linear": "linear probe top-1, frozen features", "finetune": "fine-tuned top-1"}
 
-def template_text(name: str = "template.md") -> str:
-    """Read a card template shipped with the package (``cards/`` in the source tree)."""
+
+def template_text(name: str = "template.md") -> Optional[str]:
+    """A file shipped with the package's cards (``cards/`` in the source tree), or None when absent."""
     try:
         from importlib.resources import files
 
-        return (files("zoo._cards") / name).read_text()
-    except (ModuleNotFoundError, FileNotFoundError):
+        path = files("zoo._cards").joinpath(*name.split("/"))
+        return path.read_text() if path.is_file() else None
+    except ModuleNotFoundError:
         local = Path(__file__).resolve().parents[1] / "cards" / name
-        if local.is_file():
-            return local.read_text()
-        raise ZooError(f"card template {name} is not installed with the package") from None
+        return local.read_text() if local.is_file() else None
+
+
+def front_matter(config: Mapping[str, Any], method: Method) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset = config.get("dataset")
+    hub_id, pretty = HUB_DATASETS.get(dataset, (dataset, dataset))
+    results: List[EvalResult] = []
+    for key, value in sorted((config.get("metrics") or {}).items()):
+        eval_set, _, protocol = key.partition("/")
+        eval_id, eval_name = HUB_DATASETS.get(eval_set, (eval_set, eval_set))
+        results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
+                                  dataset_split="test", metric_type="accuracy", metric_value=float(value),
+                                  metric_name=PROTOCOLS.get(protocol, protocol or "accuracy")))
+    data = ModelCardData(library_name="contrastive-zoo", license="apache-2.0", pipeline_tag="image-feature-extraction",
+                         tags=["self-supervised", "contrastive", method.name], datasets=[hub_id] if hub_id else None,
+                         model_name=config.get("name") or f"{method.name} encoder", eval_results=results or None)
+    return data.to_yaml()
 
 
 def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish time)",
-                load_id: str = "path/to/folder") -> str:
+                load_id: str = "path/to/folder",
+                where: str = "A local exported folder; not published to any hub yet.") -> str:
+    template = template_text()
+    if template is None:
+        raise ZooError("card template cards/template.md is not installed with the package")
     method = Method.from_dict(config["method"])
-    metrics = config.get("metrics") or {}
     metric_rows = ["| dataset | protocol | metric | value |", "|---|---|---|---|"]
-    for key, value in sorted(metrics.items()):
+    for key, value in sorted((config.get("metrics") or {}).items()):
         dataset, _, protocol = key.partition("/")
-        metric_rows.append(f"| {dataset} | {protocol or '-'} | accuracy | {value:.4f} |")
+        metric_rows.append(f"| {dataset} (test split) | {PROTOCOLS.get(protocol, protocol or '-')} | accuracy | "
+                           f"{value:.4f} |")
     recipe = config.get("recipe") or {}
-    training = config.get("training") or {}
-    lines = [f"- {k}: {v}" for k, v in sorted(training.items())]
+    lines = [f"- {k}: {v}" for k, v in sorted((config.get("training") or {}).items())]
     lines.append("- recipe (the run's full configuration):\n\n```json\n" + json.dumps(recipe, indent=1, sort_keys=True)
                  + "\n```")
-    front = {
-        "library_name": "contrastive-zoo",
-        "license": "apache-2.0",
-        "tags": ["self-supervised", "contrastive", method.name, "image-feature-extraction"],
-    }
-    if config.get("dataset"):
-        front["datasets"] = [config["dataset"]]
-    front_matter = "\n".join(f"{k}: {json.dumps(v)}" for k, v in front.items())
-    return template_text().format(
-        front_matter=front_matter,
-        title=config.get("name") or f"{method.name} encoder",
+    name = config.get("name") or ""
+    prose = template_text(f"entries/{name}.md") if name else None
+    text = template.format(
+        front_matter=front_matter(config, method).strip(),
+        title=name or f"{method.name} encoder",
         summary=method.summary,
         method_name=method.name,
         paper=method.paper,
+        prose=(prose or "").strip(),
+        where=where,
         load_id=load_id,
         size="x".join(map(str, config["input"]["size"])),
         num_features=config["num_features"],
@@ -60,5 +89,6 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
         git_commit=config.get("git_commit") or "unknown",
         sha256=sha256,
     )
-
-
+    while "\n\n\n" in text:  # an empty section (no prose) leaves no gap
+        text = text.replace("\n\n\n", "\n\n")
+    return text

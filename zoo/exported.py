@@ -45,14 +45,14 @@ def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / CARD).write_text(card)
         validate_config(json.loads((tmp / CONFIG).read_text()), source=str(tmp / CONFIG))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.rename(new, target)
         return
@@ -104,33 +104,49 @@ def read_config(folder: str | os.PathLike) -> Dict[str, Any]:
     path = Path(folder) / CONFIG
     if not path.is_file():
         raise ZooError(f"{folder} is not an exported encoder folder: {CONFIG} is missing")
+    return parse_config(path.read_bytes(), source=str(path))
+
+
+def parse_config(data: bytes, source: str = CONFIG) -> Dict[str, Any]:
+    """``config.json`` bytes -> the validated config (nothing is built before this passes)."""
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ZooError(f"{path} is not valid JSON: {err}") from None
-    return validate_config(config, source=str(path))
+        raise ZooError(f"{source} is not valid JSON: {err}") from None
+    return validate_config(config, source=source)
+
+
+def build_from_config(config: Mapping[str, Any], source: str) -> Encoder:
+    """The encoder architecture a validated config describes, with fresh (random) weights."""
+    encoder = build_encoder(Part.from_dict(config["encoder"]))
+    if encoder.num_features != config["num_features"]:
+        raise ZooError(f"{source}: config says num_features={config['num_features']} but the encoder has "
+                       f"{encoder.num_features}")
+    encoder.zoo_config = dict(config)
+    return encoder
+
+
+def encoder_from_files(config: Mapping[str, Any], weights: bytes, source: str) -> Encoder:
+    """Build the encoder of ``config`` and load ``model.safetensors`` bytes into it strictly, in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    encoder = build_from_config(config, source)
+    try:
+        state = load_safetensors(bytes(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ZooError(f"{source}: {WEIGHTS} is not a readable safetensors file: {err}") from None
+    load_state_strict(encoder, state, f"{source}: {WEIGHTS}")
+    return encoder.eval()
 
 
 def load_exported(folder: str | os.PathLike) -> Encoder:
-    """Rebuild and load an exported encoder (strict), in eval mode, with its config as ``zoo_config``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """Rebuild and load an exported encoder folder (strict), in eval mode, with its config as ``zoo_config``."""
     config = read_config(folder)
     weights = Path(folder) / WEIGHTS
     if not weights.is_file():
         raise ZooError(f"{folder} has no {WEIGHTS}")
-    encoder = build_encoder(Part.from_dict(config["encoder"]))
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ZooError(f"{weights} is not a readable safetensors file: {err}") from None
-    load_state_strict(encoder, state, str(weights))
-    if encoder.num_features != config["num_features"]:
-        raise ZooError(f"{folder}: config says num_features={config['num_features']} but the encoder has "
-                       f"{encoder.num_features}")
-    encoder.zoo_config = config
-    return encoder.eval()
+    return encoder_from_files(config, weights.read_bytes(), str(folder))
 
 
 def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -154,7 +170,12 @@ def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], sour
 
 class EvalTransform:
     """The eval preprocessing of an exported encoder: resize to its input size and normalise (and cut into the
-    training patch grid for patch-based methods such as CPC; the encoder then averages over the grid)."""
+    training patch grid for patch-based methods such as CPC; the encoder then averages over the grid).
+
+    A torchvision-style transform: it takes a PIL image (converted to the encoder's grey or RGB channels), a
+    (C, H, W) tensor, or a (B, C, H, W) batch, uint8 or float in [0, 1], and returns float tensors of the same
+    rank, so it can be passed as ``transform=`` to any torchvision dataset or applied to whole batches.
+    """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         inp = config["input"]
@@ -162,9 +183,25 @@ class EvalTransform:
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
         self.patch, self.overlap = inp.get("patch"), inp.get("overlap", 0)
 
-    def __call__(self, images: Tensor) -> Tensor:
-        return eval_preprocess(images, self.size, self.mean, self.std, channels=self.channels, patch=self.patch,
-                               overlap=self.overlap)
+    def __call__(self, images: Any) -> Tensor:
+        if not isinstance(images, Tensor):
+            images = self._from_pil(images)
+        single = images.dim() == 3
+        batch = images.unsqueeze(0) if single else images
+        out = eval_preprocess(batch, self.size, self.mean, self.std, channels=self.channels, patch=self.patch,
+                              overlap=self.overlap)
+        return out[0] if single else out
+
+    def _from_pil(self, image: Any) -> Tensor:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - Pillow comes with torchvision
+            Image = None
+        if Image is None or not isinstance(image, Image.Image):
+            raise ZooError(f"expected a PIL image or a tensor, got {type(image).__name__}")
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        return pil_to_tensor(image.convert("L" if self.channels == 1 else "RGB"))
 
     def __repr__(self) -> str:
         grid = f", patch={self.patch}, overlap={self.overlap}" if self.patch else ""

@@ -1,0 +1,156 @@
+"""Where an encoder's files come from: a local folder, the package, the Hugging Face Hub or a local directory hub.
+
+``resolve_source`` turns what a user passed to ``load_encoder`` (a registry name, ``hf-hub:ORG/NAME[@REV]`` or a
+folder) into a ``Source`` whose ``read(filename)`` returns the file's bytes. Registry entries carry the sha256 of
+each file they load, and ``Source.read`` checks it before anything is parsed: a tampered or truncated download
+fails here with the expected and actual digests, never later as a confusing shape error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from zoo import local_hub
+from zoo.errors import ZooError
+from zoo.weights import WeightsEntry, open_registry
+
+HF_PREFIX = "hf-hub:"
+_HF_ID = re.compile(r"^hf-hub:(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]*))?$")
+
+
+@dataclass
+class Source:
+    """A readable set of files, with the registry entry (and so the expected sha256) when there is one."""
+
+    label: str
+    kind: str  # folder | package | hf-hub | local-hub
+    entry: Optional[WeightsEntry] = None
+    folder: Optional[Path] = None
+    repo_id: Optional[str] = None
+    revision: Optional[str] = None
+    root: Optional[Path] = None
+
+    def read(self, filename: str, verify: bool = True) -> bytes:
+        data = self._read(filename)
+        expected = self.entry.sha256.get(filename) if (verify and self.entry) else None
+        if expected is not None:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expected:
+                raise ZooError(f"{self.label}: {filename} has sha256 {actual}, but the weights registry expects "
+                               f"{expected}; the file was modified or corrupted (delete it from the cache and "
+                               f"download it again)")
+        return data
+
+    def _read(self, filename: str) -> bytes:
+        if self.kind in ("folder", "package"):
+            path = self.folder / filename
+            if not path.is_file():
+                raise ZooError(f"{self.label}: {path} is missing")
+            return path.read_bytes()
+        if self.kind == "local-hub":
+            return local_hub.read_file(self.root, self.repo_id, self.revision, filename)
+        return _hub_download(self.repo_id, self.revision, filename)
+
+    def describe(self) -> Dict[str, Optional[str]]:
+        return {"label": self.label, "kind": self.kind, "entry": self.entry.name if self.entry else None,
+                "repo_id": self.repo_id, "revision": self.revision,
+                "folder": str(self.folder) if self.folder else None}
+
+
+def parse_hub_id(spec: str, revision: Optional[str] = None) -> tuple[str, Optional[str]]:
+    """``hf-hub:ORG/NAME[@REV]`` -> (repo id, revision); ``revision=`` may be given instead of ``@REV``."""
+    match = _HF_ID.match(spec)
+    if not match:
+        raise ZooError(f"malformed id {spec!r}: expected 'hf-hub:ORG/NAME' or 'hf-hub:ORG/NAME@REVISION'")
+    repo_id, rev = match.group("repo"), match.group("rev")
+    local_hub.check_repo_id(repo_id)
+    if rev is not None and not rev:
+        raise ZooError(f"malformed id {spec!r}: nothing after '@' (give a branch, tag or commit sha)")
+    if rev and revision and rev != revision:
+        raise ZooError(f"{spec!r} pins revision {rev!r} but revision={revision!r} was also passed")
+    return repo_id, rev or revision
+
+
+def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None,
+                   registry: Optional[str | os.PathLike] = None) -> Source:
+    """What ``load_encoder`` accepts -> a ``Source`` (see the module docstring)."""
+    if not isinstance(name_or_id, (str, os.PathLike)) or not str(name_or_id):
+        raise ZooError(f"load_encoder needs a registry name, 'hf-hub:ORG/NAME[@REV]' or a folder, got {name_or_id!r}")
+    spec = os.fspath(name_or_id)
+    if isinstance(name_or_id, str) and spec.startswith(HF_PREFIX):
+        repo_id, rev = parse_hub_id(spec, revision)
+        entry = _entry_for_repo(repo_id, rev, registry)
+        return Source(label=f"{HF_PREFIX}{repo_id}@{rev or 'main'}", kind="hf-hub", entry=entry, repo_id=repo_id,
+                      revision=rev)
+    looks_like_path = isinstance(name_or_id, os.PathLike) or "/" in spec or os.sep in spec or spec.startswith(".")
+    if not looks_like_path:
+        reg = open_registry(registry)
+        if spec in reg.names() or not Path(spec).is_dir():
+            return entry_source(reg.get(spec), revision)
+    folder = Path(spec)
+    if not folder.is_dir():
+        hint = f"; for a Hub repo write 'hf-hub:{spec}'" if spec.count("/") == 1 and not spec.startswith(".") else ""
+        raise ZooError(f"{spec!r} is not an exported encoder folder (no such directory){hint}")
+    if revision is not None:
+        raise ZooError(f"revision={revision!r} applies to Hub ids and registry names, not to folder {folder}")
+    return Source(label=str(folder), kind="folder", folder=folder)
+
+
+def entry_source(entry: WeightsEntry, revision: Optional[str] = None) -> Source:
+    pinned = entry.source.get("revision")
+    if revision is not None and revision != pinned:
+        hint = (f"; to load another revision use 'hf-hub:{entry.source['repo_id']}@{revision}'"
+                if entry.kind == "hf-hub" else "")
+        raise ZooError(f"{entry.name} is pinned to revision {pinned!r} in the weights registry, not {revision!r}"
+                       f"{hint}")
+    label = f"{entry.name} ({entry.where()})"
+    if entry.kind == "package":
+        return Source(label=label, kind="package", entry=entry, folder=entry.package_folder())
+    if entry.kind == "local-hub":
+        return Source(label=label, kind="local-hub", entry=entry, repo_id=entry.source["repo_id"],
+                      revision=pinned, root=entry.local_root())
+    return Source(label=label, kind="hf-hub", entry=entry, repo_id=entry.source["repo_id"], revision=pinned)
+
+
+def _entry_for_repo(repo_id: str, revision: Optional[str], registry) -> Optional[WeightsEntry]:
+    """The registry entry published as this repo at this revision, so its sha256 can be checked."""
+    try:
+        entries = open_registry(registry).entries.values()
+    except ZooError:
+        return None
+    for entry in entries:
+        if entry.kind == "hf-hub" and entry.source["repo_id"] == repo_id and entry.source["revision"] == revision:
+            return entry
+    return None
+
+
+def _hub_download(repo_id: str, revision: Optional[str], filename: str) -> bytes:
+    """``hf_hub_download`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``) with one clear error per failure."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    where = f"{repo_id}@{revision or 'main'} ({constants.ENDPOINT})"
+    try:
+        path = hf_hub_download(repo_id, filename, revision=revision)
+    except RevisionNotFoundError:
+        raise ZooError(f"revision {revision!r} not found in {repo_id} ({constants.ENDPOINT})") from None
+    except RepositoryNotFoundError:
+        raise ZooError(f"repository {repo_id} not found on {constants.ENDPOINT} (or it is private and no token "
+                       f"was given)") from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise ZooError(f"{filename} of {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                           f"HF_HUB_OFFLINE is set: download it once with network access") from None
+        raise ZooError(f"cannot reach {constants.ENDPOINT} to download {filename} of {where}, and it is not in "
+                       f"the cache ({constants.HF_HUB_CACHE})") from None
+    except EntryNotFoundError:
+        raise ZooError(f"{where} has no file {filename}") from None
+    except HfHubHTTPError as err:
+        raise ZooError(f"downloading {filename} of {where} failed: {str(err).splitlines()[0]}") from None
+    return Path(path).read_bytes()

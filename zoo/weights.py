@@ -1,0 +1,200 @@
+"""The weights registry: one JSON file naming every published encoder, where its files are and their sha256.
+
+``load_encoder``, ``hubconf.py`` and the model cards all read this file; ``python -m training publish`` is the
+only writer. An entry is named ``METHOD.DATASET`` (``yadim.fashion_mnist``); ``defaults`` maps a method name to
+its default entry, so ``load_encoder("yadim")`` works. Each entry's ``source`` says where the files are:
+
+- ``{"kind": "package", "folder": F}``: shipped inside this package (``zoo/_weights/F``), works offline;
+- ``{"kind": "hf-hub", "repo_id": "ORG/NAME", "revision": SHA}``: the Hugging Face Hub (or any mirror named by
+  ``HF_ENDPOINT``), fetched with ``hf_hub_download`` into its cache;
+- ``{"kind": "local-hub", "root": DIR, "repo_id": "ORG/NAME", "revision": SHA}``: a local directory hub
+  (``zoo.local_hub``), read directly from its git repository.
+
+The package registry is ``zoo/_weights/registry.json``; ``ZOO_REGISTRY`` (paths separated by ``os.pathsep``) adds
+more registry files on top, and a name defined twice is an error rather than a silent override.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from zoo.errors import UnknownNameError, ZooError
+from zoo.registry import unknown_name_message
+
+FORMAT = "contrastive-zoo/weights-registry@1"
+PACKAGE_REGISTRY = Path(__file__).resolve().parent / "_weights" / "registry.json"
+LOADED_FILES = ("config.json", "model.safetensors")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SOURCE_KEYS = {"package": {"folder"}, "hf-hub": {"repo_id", "revision"}, "local-hub": {"root", "repo_id", "revision"}}
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One published encoder: its name, what trained it, where its files are and what they hash to."""
+
+    name: str
+    method: str
+    dataset: str
+    source: Dict[str, str]
+    sha256: Dict[str, str]
+    input: Dict[str, Any]
+    num_features: int
+    metrics: Dict[str, float] = field(default_factory=dict)
+    training: Dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    base_dir: Path = Path(".")  # the registry file's folder: relative package folders and hub roots start here
+
+    @property
+    def kind(self) -> str:
+        return self.source["kind"]
+
+    def where(self) -> str:
+        """Where the weights are, in words (for cards and error messages)."""
+        if self.kind == "package":
+            return f"inside the contrastive-zoo package (zoo/_weights/{self.source['folder']})"
+        if self.kind == "hf-hub":
+            return f"Hugging Face Hub repo {self.source['repo_id']} at revision {self.source['revision']}"
+        return (f"local directory hub {self.local_root()} repo {self.source['repo_id']} at revision "
+                f"{self.source['revision']}")
+
+    def package_folder(self) -> Path:
+        return self.base_dir / self.source["folder"]
+
+    def local_root(self) -> Path:
+        return (self.base_dir / self.source["root"]).resolve()
+
+    def to_json(self) -> Dict[str, Any]:
+        data = {k: getattr(self, k) for k in ("method", "dataset", "source", "sha256", "input", "num_features",
+                                             "metrics", "training", "summary")}
+        return json.loads(json.dumps(data))
+
+
+def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
+    where = f"{source}: entry {name!r}"
+    if not _NAME.match(name):
+        raise ZooError(f"{where}: names are lower-case letters, digits, '_', '.', '-'")
+    if not isinstance(data, dict):
+        raise ZooError(f"{where} must be a JSON object")
+    for key, kind in (("method", str), ("dataset", str), ("source", dict), ("sha256", dict), ("input", dict),
+                      ("num_features", int)):
+        if not isinstance(data.get(key), kind):
+            raise ZooError(f"{where}: field {key!r} must be {kind.__name__}")
+    src = data["source"]
+    expected = _SOURCE_KEYS.get(src.get("kind"))
+    if expected is None:
+        raise ZooError(f"{where}: source.kind must be one of {sorted(_SOURCE_KEYS)}, got {src.get('kind')!r}")
+    if set(src) - {"kind"} != expected or not all(isinstance(src[k], str) for k in expected):
+        raise ZooError(f"{where}: a {src['kind']} source has exactly the string fields {sorted(expected)}")
+    if "revision" in src and not _COMMIT.match(src["revision"]):
+        raise ZooError(f"{where}: revision must be a 40-hex commit sha (a pinned revision), got {src['revision']!r}")
+    for fname in LOADED_FILES:
+        if not _SHA256.match(str(data["sha256"].get(fname, ""))):
+            raise ZooError(f"{where}: sha256 of {fname} is missing or not 64 hex digits")
+    known = {"method", "dataset", "source", "sha256", "input", "num_features", "metrics", "training", "summary"}
+    if set(data) - known:
+        raise ZooError(f"{where}: unknown field(s) {sorted(set(data) - known)}")
+    return WeightsEntry(name=name, base_dir=base_dir, **{k: data[k] for k in known if k in data})
+
+
+class WeightsRegistry:
+    """Entries and default aliases read from one or more registry files (later files may not redefine names)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.entries: Dict[str, WeightsEntry] = {}
+        self.defaults: Dict[str, str] = {}
+        self.origin: Dict[str, Path] = {}
+        for path in self.paths:
+            data = read_registry_file(path)
+            for name, raw in data["entries"].items():
+                if name in self.entries:
+                    raise ZooError(f"weights entry {name!r} is defined in both {self.origin[name]} and {path}")
+                self.entries[name] = _entry(name, raw, path.parent, str(path))
+                self.origin[name] = path
+            for alias, target in data["defaults"].items():
+                if alias in self.defaults and self.defaults[alias] != target:
+                    raise ZooError(f"default for {alias!r} is set in two registries ({self.defaults[alias]!r} and "
+                                   f"{target!r} in {path})")
+                self.defaults[alias] = target
+        for alias, target in self.defaults.items():
+            if target not in self.entries:
+                raise ZooError(f"default {alias!r} -> {target!r}: no such entry in {[str(p) for p in self.paths]}")
+
+    def names(self) -> List[str]:
+        """Entry names and default aliases, sorted."""
+        return sorted(set(self.entries) | set(self.defaults))
+
+    def get(self, name: str) -> WeightsEntry:
+        target = self.defaults.get(name, name)
+        if target not in self.entries:
+            raise UnknownNameError(unknown_name_message("pretrained encoder", name, self.names()))
+        return self.entries[target]
+
+    def list(self, pattern: str = "*") -> List[str]:
+        return [n for n in self.names() if fnmatch.fnmatchcase(n, pattern)]
+
+
+def read_registry_file(path: str | os.PathLike) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        return {"format": FORMAT, "defaults": {}, "entries": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ZooError(f"weights registry {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ZooError(f"weights registry {path}: expected format {FORMAT!r}")
+    if not isinstance(data.get("entries"), dict) or not isinstance(data.get("defaults", {}), dict):
+        raise ZooError(f"weights registry {path}: 'entries' and 'defaults' must be JSON objects")
+    data.setdefault("defaults", {})
+    return data
+
+
+def registry_paths(registry: Optional[str | os.PathLike] = None) -> List[Path]:
+    """``registry`` alone when given; else the package registry plus the files named by ``ZOO_REGISTRY``."""
+    if registry is not None:
+        return [Path(registry)]
+    extra = [Path(p) for p in os.environ.get("ZOO_REGISTRY", "").split(os.pathsep) if p]
+    return [PACKAGE_REGISTRY, *extra]
+
+
+def open_registry(registry: Optional[str | os.PathLike] = None) -> WeightsRegistry:
+    return WeightsRegistry(registry_paths(registry))
+
+
+def record_entry(path: str | os.PathLike, name: str, entry: Mapping[str, Any], make_default: bool = False) -> None:
+    """Add or replace ``name`` in the registry file at ``path`` (validated first, written atomically)."""
+    path = Path(path)
+    data = read_registry_file(path)
+    _entry(name, dict(entry), path.parent, str(path))
+    data["entries"][name] = dict(entry)
+    method = entry["method"]
+    if make_default or method not in data["defaults"]:
+        data["defaults"][method] = name
+    data["entries"] = dict(sorted(data["entries"].items()))
+    data["defaults"] = dict(sorted(data["defaults"].items()))
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
