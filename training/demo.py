@@ -1,4 +1,4 @@
-"""The end-to-end demo: train YADIM on Fashion-MNIST -> export -> ``zoo.load_encoder`` -> downstream table.
+"""The end-to-end demo: train YADIM on Fashion-MNIST -> export -> publish -> ``zoo.load_encoder`` -> downstream table.
 
 ``python -m training.demo`` (what ``make demo`` runs). Sized for a 2-core CPU; see README for timings.
 Prints kNN (k=200, cosine, exp(sim/0.1) votes) and linear-probe test accuracy for raw pixels, the same
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -21,21 +19,18 @@ import zoo
 from training.cli import lightning_cli
 from training.data import FashionMNISTDataModule
 from training.evaluation import evaluate_frozen, frozen_features
-from training.export import export_checkpoint
-from zoo.build import build_encoder
+from training.export import export_checkpoint, machine
+from training.publish import publish
 from zoo.errors import ZooError
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "yadim" / "fashion_mnist.yaml"
+NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
 
 
 def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[str, object]:
     start = time.perf_counter()
     scores = evaluate_frozen(encode, dm)
     return {"representation": name, **scores, "eval_seconds": time.perf_counter() - start}
-
-
-def machine() -> str:
-    return f"{platform.machine()} {platform.processor() or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def table(rows: List[Dict[str, object]]) -> str:
@@ -69,25 +64,32 @@ def main(argv: List[str] | None = None) -> int:
         fit_args += ["--data.init_args.root", args.data_root]
     if args.download:
         fit_args += ["--data.init_args.download", "true"]
-    print(f"[1/4] training: python -m training {' '.join(fit_args)}", flush=True)
+    print(f"[1/5] training: python -m training {' '.join(fit_args)}", flush=True)
     start = time.perf_counter()
     cli = lightning_cli(fit_args)
     fit_seconds = time.perf_counter() - start
     trainer = cli.trainer
     images_seen = trainer.global_step * cli.datamodule.batch_size
     ckpt = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+    training = {"wall_seconds": round(fit_seconds, 1), "machine": machine(),
+                "command": "make demo (python -m training.demo)"}
 
-    print(f"[2/4] exporting {ckpt}", flush=True)
-    folder = out / "yadim.fashion_mnist"
-    export_checkpoint(ckpt=ckpt, out=str(folder), name="yadim.fashion_mnist", dataset="fashion_mnist",
-                      overwrite=True)
+    print(f"[2/5] exporting {ckpt}", flush=True)
+    folder = out / NAME
+    export_checkpoint(ckpt=ckpt, out=str(folder), name=NAME, dataset="fashion_mnist", overwrite=True,
+                      training=training)
 
-    print(f"[3/4] loading it back with zoo.load_encoder({str(folder)!r})", flush=True)
-    encoder = zoo.load_encoder(folder)
+    hub, registry = out / "hub", out / "registry.json"
+    print(f"[3/5] publishing to the local directory hub {hub} (repo {REPO_ID}; registry {registry})", flush=True)
+    published = publish(str(folder), repo_id=REPO_ID, to=str(hub), registry=str(registry))
+    print(f"      commit {published['revision']}", flush=True)
+
+    print(f"[4/5] zoo.load_encoder({NAME!r}, registry={str(registry)!r})", flush=True)
+    encoder = zoo.load_encoder(NAME, registry=registry)
     preprocess = zoo.eval_transform(encoder)
-    random_encoder = build_encoder(zoo.Part.from_dict(encoder.zoo_config["encoder"]))
+    random_encoder = zoo.load_encoder(NAME, pretrained=False, registry=registry)
 
-    print("[4/4] evaluating on the Fashion-MNIST test set (kNN bank and probe: the 60k training images)", flush=True)
+    print("[5/5] evaluating on the Fashion-MNIST test set (kNN bank and probe: the 60k training images)", flush=True)
     mean, std = encoder.zoo_config["input"]["mean"][0], encoder.zoo_config["input"]["std"][0]
     rows = [
         evaluate("raw pixels (28x28, normalised)", lambda x: ((x.float() / 255 - mean) / std).flatten(1), dm),
@@ -95,11 +97,12 @@ def main(argv: List[str] | None = None) -> int:
         evaluate("YADIM-trained encoder (zoo.load_encoder)", frozen_features(encoder, preprocess), dm),
     ]
     trained = rows[-1]
-    export_checkpoint(ckpt=ckpt, out=str(folder), name="yadim.fashion_mnist", dataset="fashion_mnist",
-                      overwrite=True, metrics={"fashion_mnist/knn": trained["knn"],
-                                               "fashion_mnist/linear": trained["linear"]},
-                      training={"wall_seconds": round(fit_seconds, 1), "machine": machine(),
-                                "command": "make demo (python -m training.demo)"})
+    # the measured accuracies go into the card and the registry: a second commit in the local hub
+    export_checkpoint(ckpt=ckpt, out=str(folder), name=NAME, dataset="fashion_mnist", overwrite=True,
+                      training=training, metrics={"fashion_mnist/knn": round(trained["knn"], 4),
+                                                  "fashion_mnist/linear": round(trained["linear"], 4)})
+    republished = publish(str(folder), repo_id=REPO_ID, to=str(hub), registry=str(registry),
+                          message="Record the demo's measured accuracies")
     summary = {
         "epochs": trainer.current_epoch, "steps": trainer.global_step, "train_seconds": fit_seconds,
         "images_per_second": images_seen / fit_seconds, "views_per_second": 2 * images_seen / fit_seconds,
@@ -112,7 +115,8 @@ def main(argv: List[str] | None = None) -> int:
     print(f"training: {trainer.current_epoch} epochs, {trainer.global_step} steps, {fit_seconds:.0f} s wall, "
           f"{summary['images_per_second']:.0f} images/s ({summary['views_per_second']:.0f} views/s); "
           f"kNN gain over random init: {100 * (trained['knn'] - rows[1]['knn']):+.1f} points")
-    print(f"exported encoder: {folder} (results: {out / 'results.json'})")
+    print(f"exported encoder: {folder}; published: {hub}/models/{REPO_ID} at {republished['revision'][:12]} "
+          f"(zoo.load_encoder({NAME!r}, registry={str(registry)!r})); results: {out / 'results.json'}")
     return 0
 
 

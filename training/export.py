@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -40,6 +42,20 @@ def git_commit() -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def machine() -> str:
+    """The machine a run used, in words: CPU model, core count, torch version (and GPU when there is one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def run_config(ckpt: Path, checkpoint: Mapping[str, Any]) -> Dict[str, Any]:

@@ -140,11 +140,12 @@ def _hub_download(repo_id: str, revision: Optional[str], filename: str) -> bytes
         path = hf_hub_download(repo_id, filename, revision=revision)
     except RevisionNotFoundError:
         raise ZooError(f"revision {revision!r} not found in {repo_id} ({constants.ENDPOINT})") from None
-    except RepositoryNotFoundError:
-        raise ZooError(f"repository {repo_id} not found on {constants.ENDPOINT} (or it is private and no token "
-                       f"was given)") from None
+    except RepositoryNotFoundError:  # some mirrors answer this for a missing revision of an existing repo too
+        what = f"repository {repo_id} or its revision {revision!r}" if revision else f"repository {repo_id}"
+        raise ZooError(f"{what} not found on {constants.ENDPOINT} (or it is private and no token was given)") \
+            from None
     except LocalEntryNotFoundError:
-        if constants.HF_HUB_OFFLINE:
+        if constants.is_offline_mode():
             raise ZooError(f"{filename} of {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
                            f"HF_HUB_OFFLINE is set: download it once with network access") from None
         raise ZooError(f"cannot reach {constants.ENDPOINT} to download {filename} of {where}, and it is not in "
