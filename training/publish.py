@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 from zoo import local_hub
 from zoo.cards import render_card
 from zoo.errors import ZooError
-from zoo.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, replace_dir
+from zoo.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, replace_dir, staging_dir
 from zoo.spec import Method
 from zoo.weights import PACKAGE_REGISTRY, record_entry
 
@@ -112,8 +112,7 @@ def _upload_to_hub(repo_id: str, files: Dict[str, bytes], message: str, private:
 
 def _write_package_folder(target: Path, files: Dict[str, bytes]) -> None:
     """Assemble the folder under a temporary name and rename it into place (old folder kept until then)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = staging_dir(target)
     try:
         for fname, data in files.items():
             (tmp / fname).write_bytes(data)

@@ -64,7 +64,8 @@ def last_checkpoint(method: str, runs: Path) -> Path:
     return found[-1]
 
 
-def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTDataModule) -> Dict[str, object]:
+def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTDataModule,
+         note: str = "") -> Dict[str, object]:
     seconds = recorded_wall_seconds(method, runs) if reuse else None
     if seconds is None:
         seconds = train(method, runs)
@@ -73,6 +74,7 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
     training = {"recipe": f"training/recipes/{method}/fashion_mnist.yaml",
                 "command": f"python -m training fit --config training/recipes/{method}/fashion_mnist.yaml",
                 "wall_seconds": round(seconds, 1), "machine": machine(),
+                **({"wall_seconds_note": note} if note else {}),
                 "shipped_by": "python -m training.ship_weights"}
     with tempfile.TemporaryDirectory(prefix="zoo-ship-") as tmp:
         folder = Path(tmp) / name
@@ -96,10 +98,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--runs", default="runs/ship", help="folder for the training runs")
     parser.add_argument("--reuse-runs", action="store_true", help="use finished runs under --runs")
     parser.add_argument("--registry", default=str(PACKAGE_REGISTRY), help="the weights registry to record into")
+    parser.add_argument("--wall-note", default="", help="what else ran on the machine during training, for cards")
     args = parser.parse_args(argv)
     dm = FashionMNISTDataModule()
     dm.setup()
-    rows = [ship(m, Path(args.runs), args.reuse_runs, Path(args.registry), dm) for m in args.methods]
+    rows = [ship(m, Path(args.runs), args.reuse_runs, Path(args.registry), dm, args.wall_note) for m in args.methods]
     print("\n| entry | kNN | linear | train s |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['fashion_mnist/knn']:.4f} | {r['fashion_mnist/linear']:.4f} | {r['train_seconds']} |")

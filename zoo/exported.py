@@ -38,7 +38,7 @@ def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping
     if out.exists() and not overwrite:
         raise ZooError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
@@ -50,6 +50,16 @@ def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def staging_dir(target: Path) -> Path:
+    """A fresh folder beside ``target`` to assemble it in; readable like any folder (mkdtemp makes it 0700)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
 
 
 def replace_dir(new: Path, target: Path) -> None:
