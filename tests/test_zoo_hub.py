@@ -58,7 +58,7 @@ def hub(tmp_path_factory):
     with HubStub(root) as stub:
         env = {"HF_ENDPOINT": stub.url, "HF_TOKEN": "hf_stub_token", "HF_HOME": str(base / "hf-publisher")}
         for seed, folder in enumerate(folders):
-            out = run(["-m", "training", "publish", str(folder), "--repo_id", REPO, "--registry", str(reg)], env)
+            out = run(["-m", "training", "publish", str(folder), "--repo-id", REPO, "--registry", str(reg)], env)
             revisions.append(json.loads(reg.read_text())["entries"]["yadim.tiny"]["source"]["revision"])
             assert revisions[-1] in out
             if seed == 0:

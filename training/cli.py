@@ -20,6 +20,17 @@ def lightning_cli(args: List[str], run: bool = True):
                         save_config_kwargs={"overwrite": True})
 
 
+def dashes_to_underscores(argv: List[str]) -> List[str]:
+    """``--repo-id x`` and ``--repo_id x`` both work (jsonargparse names options after the Python arguments)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + eq + value
+        out.append(arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -29,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from training.export import export_checkpoint
             from training.publish import publish
 
-            result = auto_cli({"export": export_checkpoint, "publish": publish}, args=argv)
+            result = auto_cli({"export": export_checkpoint, "publish": publish}, args=dashes_to_underscores(argv))
             if result is not None:
                 print(result)
         else:

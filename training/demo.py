@@ -46,6 +46,7 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's max_epochs")
     parser.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--download", action="store_true", help="download Fashion-MNIST if not found")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     args = parser.parse_args(argv)
     out = Path(args.out)
     torch.manual_seed(0)
@@ -64,6 +65,8 @@ def main(argv: List[str] | None = None) -> int:
         fit_args += ["--data.init_args.root", args.data_root]
     if args.download:
         fit_args += ["--data.init_args.download", "true"]
+    if args.batch_size is not None:
+        fit_args += ["--data.init_args.batch_size", str(args.batch_size)]
     print(f"[1/5] training: python -m training {' '.join(fit_args)}", flush=True)
     start = time.perf_counter()
     cli = lightning_cli(fit_args)

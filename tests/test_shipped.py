@@ -1,0 +1,63 @@
+"""The weights shipped inside the package: every entry loads offline, matches its sha256 and tells the truth."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo.weights import PACKAGE_REGISTRY, WeightsRegistry
+
+REGISTRY = WeightsRegistry([PACKAGE_REGISTRY])
+ENTRIES = sorted(REGISTRY.entries)
+REPO_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def test_every_method_has_shipped_default_weights():
+    assert sorted(REGISTRY.defaults) == sorted(zoo.list_methods())
+    for method, name in REGISTRY.defaults.items():
+        assert name == f"{method}.fashion_mnist"
+    total = sum(f.stat().st_size for name in ENTRIES for f in REGISTRY.get(name).package_folder().iterdir())
+    assert total <= 30 * 2**20, f"shipped weights take {total / 2**20:.1f} MiB (limit 30)"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_shipped_entry_loads_and_its_card_says_where_and_how(name):
+    entry = REGISTRY.get(name)
+    assert entry.kind == "package", "no entry may point at a Hub repository that does not exist"
+    encoder = zoo.load_encoder(name)
+    assert not encoder.training and encoder.num_features == entry.num_features
+    assert encoder.zoo_source["sha256"] == entry.sha256["model.safetensors"]
+    images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        features = encoder(zoo.eval_transform(name)(images))
+    assert features.shape == (2, entry.num_features) and torch.isfinite(features).all()
+    card = zoo.get_card(name)
+    assert "Shipped inside the contrastive-zoo package" in card and "not uploaded to the Hugging Face Hub" in card
+    for fact in ("wall_seconds", "machine", f"training/recipes/{entry.method}/fashion_mnist.yaml", "epochs"):
+        assert fact in card
+    for key, value in entry.metrics.items():
+        assert f"{value:.4f}" in card
+    assert {"fashion_mnist/knn", "fashion_mnist/linear"} <= set(entry.metrics)
+
+
+def test_torch_hub_and_load_encoder_agree_on_the_default_yadim():
+    via_hub = torch.hub.load(REPO_DIR, "yadim", source="local")
+    direct = zoo.load_encoder("yadim")
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    preprocess = zoo.eval_transform("yadim")
+    with torch.no_grad():
+        assert torch.equal(via_hub(preprocess(images)), direct(preprocess(images)))
+
+
+def test_fresh_process_loads_yadim_with_no_network():
+    """HF_HUB_OFFLINE and an endpoint nobody listens on: the shipped weights need neither."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=os.devnull + "-nonexistent")
+    code = "import zoo; e = zoo.load_encoder('yadim'); print(e.zoo_source['entry'], e.num_features)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["yadim.fashion_mnist", str(REGISTRY.get("yadim").num_features)]
