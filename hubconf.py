@@ -20,12 +20,16 @@ def _entry_point(name: str, doc: str):
 
 
 def _docstring(registry, name: str) -> str:
-    """The entry's one-line summary, where its weights are and its measured results (from its card's facts)."""
+    """The card's facts: the method summary, the entry's prose, where the weights are, the measured results."""
+    from zoo.cards import template_text
+
     entry = registry.get(name)
     alias = f"Default {entry.method} encoder: {entry.name}. " if name != entry.name else ""
+    prose = (template_text(f"entries/{entry.name}.md") or "").strip()
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.metrics.items())) or "not measured"
-    return (f"{alias}{entry.summary}\n\nPre-trained on {entry.dataset}; weights {entry.where()}.\n"
-            f"Measured: {metrics}.\n\nArgs:\n    pretrained: False gives the same architecture with random weights.")
+    return (f"{alias}{entry.summary}\n\n{prose + chr(10) * 2 if prose else ''}Pre-trained on {entry.dataset}; "
+            f"weights {entry.where()}.\nMeasured: {metrics}.\n\n"
+            "Args:\n    pretrained: False gives the same architecture with random weights.")
 
 
 def encoder(path: str):
