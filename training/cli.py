@@ -1,13 +1,14 @@
-"""``python -m training fit|validate|export|publish ...``: LightningCLI for training, jsonargparse for the rest."""
+"""``python -m training fit|validate|export|publish|evaluate|plot ...``: LightningCLI for training, jsonargparse for the rest."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import List, Optional
 
 from zoo.errors import ZooError
 
-COMMANDS = ("export", "publish")
+COMMANDS = ("export", "publish", "evaluate", "plot")
 
 
 def lightning_cli(args: List[str], run: bool = True):
@@ -37,11 +38,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if argv and argv[0] in COMMANDS:
             from jsonargparse import auto_cli
 
+            from training.downstream import evaluate
             from training.export import export_checkpoint
+            from training.plots import plot_run
             from training.publish import publish
 
-            result = auto_cli({"export": export_checkpoint, "publish": publish}, args=dashes_to_underscores(argv))
-            if result is not None:
+            commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run}
+            result = auto_cli(commands, args=dashes_to_underscores(argv))
+            if isinstance(result, dict):
+                print(json.dumps(result, indent=2))
+            elif result is not None:
                 print(result)
         else:
             lightning_cli(argv)

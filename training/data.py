@@ -239,3 +239,30 @@ class ImageFolderDataModule(ImageDataModule):
             raise ZooError(f"image folder {folder} has no class folders with images: {err}") from None
         self.num_classes = len(data.classes)
         return _ResizedFolder(data, self.load_size)
+
+
+class SplitFolderDataModule(ImageFolderDataModule):
+    """One folder of class folders (``root/<class>/<image>``) split into train and test by a seeded permutation:
+    ``test_fraction`` of the images are the test split, the rest the labelled training split."""
+
+    def __init__(self, root: str = "", load_size: int = 256, test_fraction: float = 0.2, **kwargs) -> None:
+        super().__init__(root=root, load_size=load_size, **kwargs)
+        if not 0 < test_fraction < 1:
+            raise ZooError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        self.test_fraction = test_fraction
+
+    def load_split(self, split: str) -> Dataset:
+        from torchvision.datasets import ImageFolder
+
+        folder = Path(self.root or "").expanduser()
+        try:
+            data = ImageFolder(str(folder))
+        except (FileNotFoundError, RuntimeError) as err:
+            raise ZooError(f"image folder {folder} has no class folders with images: {err}") from None
+        self.num_classes = len(data.classes)
+        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_test = max(1, int(len(data) * self.test_fraction))
+        if len(data) - n_test < 2:
+            raise ZooError(f"image folder {folder} has {len(data)} images: too few to split into train and test")
+        keep = perm[:n_test] if split == "test" else perm[n_test:]
+        return torch.utils.data.Subset(_ResizedFolder(data, self.load_size), keep)

@@ -29,20 +29,27 @@ def extract_features(encode: Callable[[Tensor], Tensor], batches: Iterable[Tuple
 
 
 @torch.no_grad()
-def knn_predict(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int = 200,
-                temperature: float = 0.1, chunk: int = 1024) -> Tensor:
-    """Weighted kNN class predictions for ``queries`` (Q, D) against ``bank`` (N, D)."""
+def knn_scores(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int = 200,
+               temperature: float = 0.1, chunk: int = 1024) -> Tensor:
+    """Weighted kNN class votes (Q, num_classes) for ``queries`` (Q, D) against ``bank`` (N, D): the k most
+    cosine-similar bank items vote for their class with weight exp(sim / temperature)."""
     if len(bank) == 0:
         raise ZooError("the kNN bank is empty")
     k = min(k, len(bank))
     bank = F.normalize(bank.float(), dim=1)
-    preds = []
+    votes = []
     for q in F.normalize(queries.float(), dim=1).split(chunk):
         sim, idx = (q @ bank.t()).topk(k, dim=1)
-        votes = torch.zeros(len(q), num_classes)
-        votes.scatter_add_(1, bank_labels[idx], torch.exp(sim / temperature))
-        preds.append(votes.argmax(1))
-    return torch.cat(preds)
+        v = torch.zeros(len(q), num_classes)
+        v.scatter_add_(1, bank_labels[idx], torch.exp(sim / temperature))
+        votes.append(v)
+    return torch.cat(votes)
+
+
+def knn_predict(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int = 200,
+                temperature: float = 0.1, chunk: int = 1024) -> Tensor:
+    """Weighted kNN class predictions for ``queries`` (Q, D) against ``bank`` (N, D)."""
+    return knn_scores(queries, bank, bank_labels, num_classes, k, temperature, chunk).argmax(1)
 
 
 def knn_accuracy(train: Tuple[Tensor, Tensor], test: Tuple[Tensor, Tensor], k: int = 200,
@@ -84,28 +91,48 @@ def linear_probe_accuracy(train: Tuple[Tensor, Tensor], test: Tuple[Tensor, Tens
     the chosen model's test accuracy is returned with the choice.
     """
     x, y = train
-    if len(torch.unique(y)) < 2:
-        raise ZooError("a linear probe needs at least two classes in the training labels")
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    x, x_test = (x - mean) / std, (test[0] - mean) / std
-    num_classes = int(max(y.max(), test[1].max())) + 1
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, int(len(x) * val_fraction))
     val_idx, fit_idx = perm[:n_val], perm[n_val:]
+    num_classes = int(max(y.max(), test[1].max())) + 1
+    probe = fit_linear_probe((x[fit_idx], y[fit_idx]), (x[val_idx], y[val_idx]), num_classes, weight_decays,
+                             max_iter)
+    test_acc = (probe["predict"](test[0]).argmax(1) == test[1]).float().mean().item()
+    return {"test_acc": test_acc, "val_acc": probe["val_acc"], "weight_decay": probe["weight_decay"]}
+
+
+def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num_classes: int,
+                     weight_decays: Iterable[float] = (0.0, 1e-4, 1e-3), max_iter: int = 100,
+                     seed: int = 0) -> Dict[str, object]:
+    """Fit one logistic regression per weight decay on ``fit``, keep the best on ``val``.
+
+    Features are standardised with the mean/std of all training features (fit and val: no labels involved).
+    Returns ``predict`` (features -> logits), ``val_acc`` and the chosen ``weight_decay``.
+    """
+    if len(torch.unique(fit[1])) < 2:
+        raise ZooError("a linear probe needs at least two classes in the training labels")
+    both = torch.cat([fit[0], val[0]])
+    mean, std = both.mean(0), both.std(0).clamp_min(1e-6)
+    x_fit, x_val = (fit[0] - mean) / std, (val[0] - mean) / std
     best = None
     for wd in weight_decays:
-        model = _fit_logistic(x[fit_idx], y[fit_idx], num_classes, wd, max_iter)
-        val_acc = (model(x[val_idx]).argmax(1) == y[val_idx]).float().mean().item()
+        model = _fit_logistic(x_fit, fit[1], num_classes, wd, max_iter, seed)
+        with torch.no_grad():
+            val_acc = (model(x_val).argmax(1) == val[1]).float().mean().item()
         if best is None or val_acc > best[0]:
             best = (val_acc, wd, model)
     val_acc, wd, model = best
-    with torch.no_grad():
-        test_acc = (model(x_test).argmax(1) == test[1]).float().mean().item()
-    return {"test_acc": test_acc, "val_acc": val_acc, "weight_decay": wd}
+
+    @torch.no_grad()
+    def predict(features: Tensor) -> Tensor:
+        return model((features - mean) / std)
+
+    return {"predict": predict, "val_acc": val_acc, "weight_decay": wd}
 
 
-def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int) -> torch.nn.Linear:
-    torch.manual_seed(0)
+def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int,
+                  seed: int = 0) -> torch.nn.Linear:
+    torch.manual_seed(seed)
     model = torch.nn.Linear(x.shape[1], num_classes)
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
                             line_search_fn="strong_wolfe")

@@ -84,7 +84,8 @@ def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
 
 def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, dataset: Optional[str] = None,
                       overwrite: bool = False, metrics: Optional[Dict[str, float]] = None,
-                      training: Optional[Dict[str, Any]] = None) -> str:
+                      training: Optional[Dict[str, Any]] = None,
+                      metric_commands: Optional[Dict[str, str]] = None) -> str:
     """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder``.
 
     Args:
@@ -95,6 +96,7 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
         overwrite: replace ``out`` if it exists.
         metrics: measured metrics to record, e.g. ``{"fashion_mnist/knn": 0.85}``.
         training: facts about the run to record on the card, e.g. ``{"wall_seconds": 296}``.
+        metric_commands: how each metric was measured, e.g. ``{"fashion_mnist/knn": "python -m ..."}``.
     """
     checkpoint = read_checkpoint(ckpt)
     method, encoder = encoder_from_checkpoint(checkpoint)
@@ -115,6 +117,7 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
         "training": {"epochs": checkpoint.get("epoch", -1) + 1, "global_step": checkpoint.get("global_step"),
                      **dict(training or {})},
         "metrics": dict(metrics or {}),
+        "metric_commands": dict(metric_commands or {}),
     }
     if "patch" in aug:  # patch-grid methods (CPC): evaluation encodes the same grid and averages over it
         config["input"].update(patch=int(aug["patch"]), overlap=int(aug.get("overlap", 0)))

@@ -63,8 +63,7 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
     message = message or f"Publish {name} ({config['method']['name']} on {config.get('dataset') or '?'})"
 
     if package:
-        where = (f"Shipped inside the contrastive-zoo package (`zoo/_weights/{name}`), so it loads offline; "
-                 "not uploaded to the Hugging Face Hub.")
+        where = package_where(name)
         card = render_card({**config, "name": name}, sha256=sha256[WEIGHTS], load_id=name, where=where)
         _write_package_folder(registry_path.parent / name, {**files, CARD: card.encode()})
         source = {"kind": "package", "folder": name}
@@ -85,9 +84,15 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
     entry = {"method": config["method"]["name"], "dataset": config.get("dataset") or "unknown", "source": source,
              "sha256": sha256, "input": config["input"], "num_features": config["num_features"],
              "metrics": dict(config.get("metrics") or {}), "training": dict(config.get("training") or {}),
+             "metric_commands": dict(config.get("metric_commands") or {}),
              "summary": Method.from_dict(config["method"]).summary}
     record_entry(registry_path, name, entry, make_default=default)
     return {"name": name, "registry": str(registry_path), **source, "sha256": sha256[WEIGHTS]}
+
+
+def package_where(name: str) -> str:
+    return (f"Shipped inside the contrastive-zoo package (`zoo/_weights/{name}`), so it loads offline; "
+            "not uploaded to the Hugging Face Hub.")
 
 
 def _upload_to_hub(repo_id: str, files: Dict[str, bytes], message: str, private: bool) -> str:

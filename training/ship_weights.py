@@ -83,8 +83,10 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
         start = time.perf_counter()
         scores = evaluate_frozen(frozen_features(encoder, zoo.eval_transform(encoder)), dm)
         metrics = {"fashion_mnist/knn": round(scores["knn"], 4), "fashion_mnist/linear": round(scores["linear"], 4)}
+        how = ("python -m training.ship_weights (k=200, t=0.1 kNN and L-BFGS linear probe on frozen features; "
+               "bank/probe: the 60k training images)")
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", overwrite=True,
-                          training=training, metrics=metrics)
+                          training=training, metrics=metrics, metric_commands={k: how for k in metrics})
         result = publish(str(folder), package=True, registry=str(registry))
     row = {"name": name, **metrics, "train_seconds": round(seconds, 1),
            "eval_seconds": round(time.perf_counter() - start, 1), "sha256": result["sha256"]}

@@ -19,8 +19,8 @@ from zoo.spec import Method
 HUB_DATASETS = {"fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
                 "cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "stl10": ("tanganke/stl10", "STL-10"),
                 "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k")}
-PROTOCOLS = {"knn": "kNN top-1 (k=200, cosine, exp(sim/0.1) votes), frozen features",
-             "linear": "linear probe top-1, frozen features", "finetune": "fine-tuned top-1"}
+PROTOCOLS = {"knn": "kNN on frozen features (cosine, exp(sim/t) votes)",
+             "linear": "linear probe on frozen features", "finetune": "fine-tuned encoder + linear head"}
 
 
 def template_text(name: str = "template.md") -> Optional[str]:
@@ -60,11 +60,13 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
     if template is None:
         raise ZooError("card template cards/template.md is not installed with the package")
     method = Method.from_dict(config["method"])
-    metric_rows = ["| dataset | protocol | metric | value |", "|---|---|---|---|"]
+    commands = config.get("metric_commands") or {}
+    metric_rows = ["| dataset | protocol | metric | value | command |", "|---|---|---|---|---|"]
     for key, value in sorted((config.get("metrics") or {}).items()):
         dataset, _, protocol = key.partition("/")
-        metric_rows.append(f"| {dataset} (test split) | {PROTOCOLS.get(protocol, protocol or '-')} | accuracy | "
-                           f"{value:.4f} |")
+        command = f"`{commands[key]}`" if commands.get(key) else "-"
+        metric_rows.append(f"| {dataset} (test split) | {PROTOCOLS.get(protocol, protocol or '-')} | top-1 accuracy | "
+                           f"{value:.4f} | {command} |")
     recipe = config.get("recipe") or {}
     lines = [f"- {k}: {v}" for k, v in sorted((config.get("training") or {}).items())]
     lines.append("- recipe (the run's full configuration):\n\n```json\n" + json.dumps(recipe, indent=1, sort_keys=True)

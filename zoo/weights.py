@@ -49,6 +49,7 @@ class WeightsEntry:
     input: Dict[str, Any]
     num_features: int
     metrics: Dict[str, float] = field(default_factory=dict)
+    metric_commands: Dict[str, str] = field(default_factory=dict)  # how each metric was measured
     training: Dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     base_dir: Path = Path(".")  # the registry file's folder: relative package folders and hub roots start here
@@ -74,7 +75,7 @@ class WeightsEntry:
 
     def to_json(self) -> Dict[str, Any]:
         data = {k: getattr(self, k) for k in ("method", "dataset", "source", "sha256", "input", "num_features",
-                                             "metrics", "training", "summary")}
+                                             "metrics", "metric_commands", "training", "summary")}
         return json.loads(json.dumps(data))
 
 
@@ -99,7 +100,8 @@ def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
     for fname in LOADED_FILES:
         if not _SHA256.match(str(data["sha256"].get(fname, ""))):
             raise ZooError(f"{where}: sha256 of {fname} is missing or not 64 hex digits")
-    known = {"method", "dataset", "source", "sha256", "input", "num_features", "metrics", "training", "summary"}
+    known = {"method", "dataset", "source", "sha256", "input", "num_features", "metrics", "metric_commands", "training",
+             "summary"}
     if set(data) - known:
         raise ZooError(f"{where}: unknown field(s) {sorted(set(data) - known)}")
     return WeightsEntry(name=name, base_dir=base_dir, **{k: data[k] for k in known if k in data})

@@ -157,15 +157,20 @@ def patch_grid(x: Tensor, patch: int, overlap: int) -> Tensor:
 
 def eval_preprocess(images: Tensor, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
                     channels: Optional[int] = None, patch: Optional[int] = None, overlap: int = 0) -> Tensor:
-    """uint8 or [0, 1] batch -> whole image resized to ``size`` (bilinear, antialiased) -> normalised
+    """uint8 or [0, 1] batch -> channels matched (grey replicated, RGB to luma) -> whole image resized to ``size``
+    (bilinear, antialiased) -> normalised
     (-> cut into a patch grid when ``patch`` is given: encoders pool their features over the grid)."""
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise ZooError(f"expected a batch (B, C, H, W), got {tuple(getattr(images, 'shape', ())) or type(images)}")
-    if channels is not None and images.shape[1] != channels:
-        if images.shape[1] != 1:
-            raise ZooError(f"expected {channels} channel(s) (or 1 to replicate), got {images.shape[1]}")
-        images = images.expand(-1, channels, -1, -1)
     x = to_unit_float(images)
+    if channels is not None and x.shape[1] != channels:
+        if x.shape[1] == 1:  # grey images for a colour encoder: replicate
+            x = x.expand(-1, channels, -1, -1)
+        elif x.shape[1] == 3 and channels == 1:  # colour images for a grey encoder: luma, as PIL's "L" mode
+            x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise ZooError(f"the encoder takes {channels} channel(s); images with {x.shape[1]} cannot be converted "
+                           f"(1 <-> 3 channels can)")
     if tuple(x.shape[2:]) != tuple(size):
         x = torch.nn.functional.interpolate(x, size=_pair(tuple(size)), mode="bilinear", align_corners=False,
                                             antialias=True)

@@ -1,0 +1,203 @@
+"""``python -m training evaluate``: kNN, linear probe or fine-tuning of any encoder on any labelled dataset.
+
+``evaluate_encoder(encoder, datamodule, protocol)`` is the Python API (any encoder from ``zoo.load_encoder``, any
+of our datamodules); ``evaluate(...)`` is the command. Images are preprocessed with the encoder's own eval
+transform (resized to its input, normalised, grey<->RGB converted), so a folder of PNGs of any size and channel
+count works unchanged. A validation split is carved from the training split with a fixed seed and is the only
+thing model selection looks at; the test split is touched once, at the end. Accuracies come from torchmetrics
+(top-1, and top-5 when there are more than 5 classes).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+import zoo
+from training.evaluation import extract_features, fit_linear_probe, knn_scores
+from training.finetune import finetune, predict
+from zoo.errors import ZooError
+
+PROTOCOLS = ("knn", "linear", "finetune")
+DATASETS = ("fashion_mnist", "cifar10", "stl10")
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> Tuple[Tensor, Tensor]:
+    """(fit, val) indices of a training split of ``n`` items: a seeded permutation, val first."""
+    if not 0 < val_fraction < 1:
+        raise ZooError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(n * val_fraction))
+    if n - n_val < 1:
+        raise ZooError(f"a training split of {n} images is too small to carve a validation split from")
+    return perm[n_val:], perm[:n_val]
+
+
+def topk(scores: Tensor, labels: Tensor, num_classes: int) -> Dict[str, float]:
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    out = {"top1": multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=1).item()}
+    if num_classes > 5:
+        out["top5"] = multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=5).item()
+    return out
+
+
+def load_images(loader) -> Tuple[Tensor, Tensor]:
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x)
+        labels.append(torch.as_tensor(y))
+    if not images:
+        raise ZooError("the dataset split is empty")
+    return torch.cat(images), torch.cat(labels).long()
+
+
+def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn", *, k: int = 200,
+                     temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0, epochs: int = 1,
+                     lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1,
+                     batch_size: int = 256) -> Dict[str, Any]:
+    """Test accuracy of ``encoder`` on ``datamodule`` with one protocol; returns a JSON-able dict."""
+    if protocol not in PROTOCOLS:
+        raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    preprocess = zoo.eval_transform(encoder)
+    train_x, train_y = load_images(datamodule.knn_bank_dataloader())
+    test_x, test_y = load_images(datamodule.test_dataloader())
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if len(torch.unique(train_y)) < 2:
+        raise ZooError(f"the training split has a single class ({int(train_y[0])}); classification needs two")
+    fit_idx, val_idx = split_indices(len(train_x), val_fraction, seed)
+    start = time.perf_counter()
+    result: Dict[str, Any] = {"protocol": protocol, "num_classes": num_classes, "n_fit": len(fit_idx),
+                              "n_val": len(val_idx), "n_test": len(test_x)}
+    if protocol == "finetune":
+        model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
+                               (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
+                               encoder_lr=encoder_lr, train_last=train_last, seed=seed)
+        scores = predict(model, test_x)
+        result.update(val_top1=info["val_top1"], history=info["history"], train_last=train_last, epochs=epochs)
+    else:
+        encoder.eval()
+        encode = lambda x: encoder(preprocess(x))  # noqa: E731
+        feats = extract_features(encode, _batches(train_x, train_y))
+        test = extract_features(encode, _batches(test_x, test_y))
+        if protocol == "knn":  # no hyper-parameter is chosen: the bank is the whole training split
+            val_scores = knn_scores(feats[0][val_idx], feats[0][fit_idx], feats[1][fit_idx], num_classes, k,
+                                    temperature)
+            result["val_top1"] = topk(val_scores, feats[1][val_idx], num_classes)["top1"]
+            scores = knn_scores(test[0], feats[0], feats[1], num_classes, k, temperature)
+            result.update(k=k, temperature=temperature)
+        else:
+            probe = fit_linear_probe((feats[0][fit_idx], feats[1][fit_idx]), (feats[0][val_idx], feats[1][val_idx]),
+                                     num_classes, seed=seed)
+            scores = probe["predict"](test[0])
+            result.update(val_top1=probe["val_acc"], weight_decay=probe["weight_decay"])
+        result["embedding"] = test[0]
+    result.update(topk(scores, test_y, num_classes))
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def _batches(x: Tensor, y: Tensor, size: int = 1024):
+    return ((x[i:i + size], y[i:i + size]) for i in range(0, len(x), size))
+
+
+def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2):
+    """An ImageFolder dataset: ``root/train`` + ``root/test`` (or ``root/val``), or one folder of class folders
+    split by a seeded permutation into train and test (``test_fraction``)."""
+    from training.data import ImageFolderDataModule, SplitFolderDataModule
+
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ZooError(f"{root} is not a dataset name ({', '.join(DATASETS)}) nor an image folder")
+    if (path / "train").is_dir():
+        test_dir = next((d for d in ("test", "val") if (path / d).is_dir()), None)
+        if test_dir is None:
+            raise ZooError(f"{path}/train exists but there is no {path}/test or {path}/val to test on")
+        return ImageFolderDataModule(root=str(path), load_size=load_size, test_dir=test_dir, seed=seed)
+    return SplitFolderDataModule(root=str(path), load_size=load_size, test_fraction=test_fraction, seed=seed)
+
+
+def datamodule_for(data: str, root: Optional[str], download: bool, encoder, seed: int = 0):
+    from training import data as datamodules
+
+    named = {"fashion_mnist": datamodules.FashionMNISTDataModule, "cifar10": datamodules.CIFAR10DataModule,
+             "stl10": datamodules.STL10DataModule}
+    if data in named:
+        return named[data](root=root, download=download, seed=seed)
+    return folder_datamodule(data, load_size=max(encoder.zoo_config["input"]["size"]), seed=seed)
+
+
+def reproducing_command(given: Dict[str, Any]) -> str:
+    """The ``python -m training evaluate`` command line that repeats a run (options left at defaults omitted)."""
+    import inspect
+
+    defaults = {n: p.default for n, p in inspect.signature(evaluate).parameters.items()}
+    if given["protocol"] != "finetune":
+        given = {k: v for k, v in given.items() if k not in ("epochs", "lr", "encoder_lr", "train_last", "batch_size")}
+    words = ["python", "-m", "training", "evaluate", "--encoder", str(given.pop("encoder")), "--data",
+             str(given.pop("data")), "--protocol", str(given.pop("protocol"))]
+    for name, value in given.items():
+        if value is not None and value != defaults.get(name):
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[str] = None, download: bool = False,
+             out: Optional[str] = None, record: bool = True, registry: Optional[str] = None, k: int = 200,
+             temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3,
+             encoder_lr: float = 1e-4, train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
+    """Evaluate a pretrained encoder on a labelled dataset.
+
+    Args:
+        encoder: a registry name, ``hf-hub:ORG/NAME[@REV]`` or an exported folder.
+        data: fashion_mnist, cifar10, stl10, or an image folder (``DIR/train`` + ``DIR/test``, or class folders).
+        protocol: knn (k-nearest neighbours on frozen features), linear (linear probe on frozen features) or
+            finetune (encoder + linear head trained end to end).
+        root: where the named datasets are (default: their usual places).
+        download: download a named dataset when it is missing.
+        out: results JSON to write (and the PNG of the test embeddings beside it).
+        record: add the test top-1 to the entry's model card and registry entry (or the folder's card).
+        registry: the weights registry to resolve and record names in (default: the package's).
+        k: neighbours for knn.
+        temperature: vote temperature for knn.
+        val_fraction: share of the training split held out for model selection.
+        seed: seed of the validation split and of fine-tuning.
+        epochs: fine-tuning epochs.
+        lr: learning rate of the linear head (finetune).
+        encoder_lr: learning rate of the encoder (finetune).
+        train_last: -1 fine-tunes the whole encoder, 0 none of it, N its last N top-level modules.
+        batch_size: fine-tuning batch size.
+    """
+    given = dict(encoder=encoder, data=data, protocol=protocol, root=root, registry=registry, k=k,
+                 temperature=temperature, val_fraction=val_fraction, seed=seed, epochs=epochs, lr=lr,
+                 encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
+    command = reproducing_command(given)
+    model = zoo.load_encoder(encoder, registry=registry)
+    dm = datamodule_for(data, root, download, model, seed)
+    result = evaluate_encoder(model, dm, protocol, k=k, temperature=temperature, val_fraction=val_fraction,
+                              seed=seed, epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
+                              batch_size=batch_size)
+    embedding = result.pop("embedding", None)
+    dataset = data if data in DATASETS else f"folder:{Path(data).name}"
+    result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
+    if out:
+        from training.plots import plot_embedding
+        from zoo.weights import atomic_write_text
+
+        atomic_write_text(Path(out), json.dumps(result, indent=2) + "\n")
+        if embedding is not None:
+            labels = load_images(dm.test_dataloader())[1]
+            result["embedding_png"] = str(plot_embedding(embedding, labels, Path(out).with_suffix(".png"),
+                                                         f"{encoder} on {dataset}: test embeddings (PCA)"))
+    if record:
+        from training.results import record_result
+
+        result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", result["top1"], command,
+                                              registry=registry)
+    return result

@@ -1,0 +1,122 @@
+"""Fine-tuning an encoder with a linear classification head: all of it, its last modules, or none of it.
+
+The head gets ``lr``, the encoder its own ``encoder_lr``; ``train_last`` says how much of the encoder trains
+(``-1`` all, ``0`` none: the encoder stays frozen in eval mode, ``N`` its last N stages in forward order). The epoch
+whose validation accuracy is best is kept (selection on the validation split, never on test).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo.errors import ZooError
+
+
+def stages(encoder: torch.nn.Module, sample: Tensor) -> List[torch.nn.Module]:
+    """The encoder's top-level modules with parameters, in the order its forward pass runs them (modules the
+    pooled representation does not use, such as AMDIM's extra map embeddings, are left out). An encoder with one
+    such module (a wrapped torchvision network) is described by that module's children instead."""
+    def executed(parent: torch.nn.Module) -> List[torch.nn.Module]:
+        order: List[torch.nn.Module] = []
+        hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod) if mod not in order else None)
+                 for m in parent.children() if any(True for _ in m.parameters())]
+        try:
+            with torch.no_grad():
+                encoder.eval()(sample)
+        finally:
+            for h in hooks:
+                h.remove()
+        return order
+
+    modules = executed(encoder)
+    return executed(modules[0]) if len(modules) == 1 else modules
+
+
+def trainable_modules(encoder: torch.nn.Module, train_last: int, sample: Tensor) -> List[torch.nn.Module]:
+    """The encoder modules that fine-tuning updates (``-1``: the whole encoder; ``N``: the last N stages)."""
+    if train_last == -1:
+        return [encoder]
+    if train_last == 0:
+        return []
+    found = stages(encoder, sample)
+    if train_last < -1 or train_last > len(found):
+        raise ZooError(f"train_last must be -1 (all), 0 (frozen) or 1..{len(found)} (the encoder runs "
+                       f"{len(found)} stages with parameters), got {train_last}")
+    return found[len(found) - train_last:]
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module, num_features: int, num_classes: int,
+                 preprocess: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.encoder, self.head, self.preprocess = encoder, torch.nn.Linear(num_features, num_classes), preprocess
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.encoder(self.preprocess(images)))
+
+
+def finetune(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], num_classes: int,
+             train: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], *, epochs: int = 1, batch_size: int = 256,
+             lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1, weight_decay: float = 1e-4,
+             seed: int = 0) -> Tuple[Classifier, Dict[str, object]]:
+    """Train ``encoder`` + a linear head on uint8 ``train`` images; returns the best-on-``val`` model (eval mode)."""
+    if epochs < 1:
+        raise ZooError(f"fine-tuning needs epochs >= 1, got {epochs}")
+    torch.manual_seed(seed)
+    model = Classifier(encoder, int(encoder.num_features), num_classes, preprocess)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    trained = trainable_modules(encoder, train_last, preprocess(train[0][:2]))
+    encoder_params = [p for m in trained for p in m.parameters()]
+    for p in encoder_params:
+        p.requires_grad_(True)
+    groups = [{"params": list(model.head.parameters()), "lr": lr}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    x, y = train
+    steps = epochs * max(1, len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator().manual_seed(seed)
+    best, history = None, []
+    for epoch in range(epochs):
+        _set_train_mode(model, trained)
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x) - batch_size + 1 if len(x) >= batch_size else 1, batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        val_acc = accuracy(model, val)
+        history.append({"epoch": epoch + 1, "val_top1": val_acc, "last_loss": float(loss.detach())})
+        if best is None or val_acc > best[0]:
+            best = (val_acc, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[1])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), {"val_top1": best[0], "history": history, "trained_modules": len(trained)}
+
+
+def _set_train_mode(model: Classifier, trained: List[torch.nn.Module]) -> None:
+    """Only modules that train use batch statistics; a frozen encoder keeps its running statistics."""
+    model.eval()
+    model.head.train()
+    for module in trained:
+        module.train()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: Tensor, batch_size: int = 1024) -> Tensor:
+    model.eval()
+    return torch.cat([model(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+
+
+def accuracy(model: torch.nn.Module, data: Tuple[Tensor, Tensor]) -> float:
+    return (predict(model, data[0]).argmax(1) == data[1]).float().mean().item()
