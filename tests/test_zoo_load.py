@@ -196,3 +196,16 @@ def test_offline_with_nothing_cached_fails_fast_and_clearly(tmp_path):
     seconds, _, message = proc.stdout.strip().partition(" ")
     assert "not in the Hugging Face cache" in message and "HF_HUB_OFFLINE" in message, proc.stderr
     assert float(seconds) < 2.0, f"the offline error took {seconds} s inside load_encoder"
+
+
+def test_concurrent_publishers_do_not_lose_registry_entries(hub, tmp_path):
+    """Two processes recording 100 entries each into one registry file: all 200 survive (lock + atomic rename).
+    Without the lock, read-modify-write races lost entries here (165 of 200 in one run)."""
+    reg = tmp_path / "shared.json"
+    entry = json.loads(hub["reg"].read_text())["entries"]["yadim.tiny"]
+    code = ("import json, sys\nfrom zoo.weights import record_entry\nentry = json.loads(sys.argv[2])\n"
+            "for i in range(100):\n    record_entry(sys.argv[1], f'{sys.argv[3]}.{i}', entry)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(reg), json.dumps(entry), prefix])
+             for prefix in ("first", "second")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(WeightsRegistry([reg]).entries) == 200

@@ -174,17 +174,22 @@ def open_registry(registry: Optional[str | os.PathLike] = None) -> WeightsRegist
 
 
 def record_entry(path: str | os.PathLike, name: str, entry: Mapping[str, Any], make_default: bool = False) -> None:
-    """Add or replace ``name`` in the registry file at ``path`` (validated first, written atomically)."""
+    """Add or replace ``name`` in the registry file at ``path`` (validated first, written atomically, under a lock
+    file so that concurrent publishers do not lose each other's entries)."""
+    from filelock import FileLock
+
     path = Path(path)
-    data = read_registry_file(path)
     _entry(name, dict(entry), path.parent, str(path))
-    data["entries"][name] = dict(entry)
-    method = entry["method"]
-    if make_default or method not in data["defaults"]:
-        data["defaults"][method] = name
-    data["entries"] = dict(sorted(data["entries"].items()))
-    data["defaults"] = dict(sorted(data["defaults"].items()))
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=60):  # concurrent publishers queue here
+        data = read_registry_file(path)
+        data["entries"][name] = dict(entry)
+        method = entry["method"]
+        if make_default or method not in data["defaults"]:
+            data["defaults"][method] = name
+        data["entries"] = dict(sorted(data["entries"].items()))
+        data["defaults"] = dict(sorted(data["defaults"].items()))
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
