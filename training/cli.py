@@ -1,4 +1,4 @@
-"""``python -m training fit|validate|export|publish|evaluate|plot ...``: LightningCLI for training, jsonargparse for the rest."""
+"""``python -m training fit|export|publish|evaluate|plot|import-legacy ...``: LightningCLI for training, jsonargparse for the rest."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from zoo.errors import ZooError
 
-COMMANDS = ("export", "publish", "evaluate", "plot")
+COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy")
 
 
 def lightning_cli(args: List[str], run: bool = True):
@@ -40,10 +40,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             from training.downstream import evaluate
             from training.export import export_checkpoint
+            from training.legacy import import_legacy
             from training.plots import plot_run
             from training.publish import publish
 
-            commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run}
+            commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
+                        "import-legacy": import_legacy}
             result = auto_cli(commands, args=dashes_to_underscores(argv))
             if isinstance(result, dict):
                 print(json.dumps(result, indent=2))
