@@ -53,7 +53,7 @@ def test_unknown_part_in_recipe_is_one_clear_error(tmp_path, fmnist_dir):
                  "--data.init_args.root", str(fmnist_dir))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: unknown encoder 'amdm'; did you mean 'amdim'? (registered: amdim, resnet)")
+        "error: unknown encoder 'amdm'; did you mean 'amdim'? (registered: amdim, cpc_resnet, resnet)")
 
 
 def test_unknown_method_in_recipe(tmp_path, fmnist_dir):

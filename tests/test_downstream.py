@@ -157,3 +157,23 @@ def main_raise(args):
 
     kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
     return evaluate(record=False, **kwargs)
+
+
+def test_any_lightning_datamodule_works(tmp_path):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Plain(pl.LightningDataModule):
+        def setup(self, stage=None):
+            x, y = tiny_images(48)
+            self.train_set, self.test_set = TensorDataset(x[:32], y[:32]), TensorDataset(x[32:], y[32:])
+
+        def train_dataloader(self):
+            return DataLoader(self.train_set, batch_size=8)
+
+        def test_dataloader(self):
+            return DataLoader(self.test_set, batch_size=8)
+
+    encoder = zoo.load_encoder(make_export(tmp_path / "exp", seed=0))
+    result = evaluate_encoder(encoder, Plain(), "linear")
+    assert result["n_fit"] + result["n_val"] == 32 and result["n_test"] == 16 and result["top1"] >= 0.75

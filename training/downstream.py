@@ -58,6 +58,17 @@ def load_images(loader) -> Tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels).long()
 
 
+def labelled_loaders(datamodule):
+    """(labelled training loader, test loader): our datamodules' un-augmented ``knn_bank_dataloader``, or any
+    LightningDataModule's ``train_dataloader`` / ``test_dataloader`` after its own ``setup``."""
+    if hasattr(datamodule, "knn_bank_dataloader"):
+        return datamodule.knn_bank_dataloader(), datamodule.test_dataloader()
+    for stage in ("fit", "test"):
+        if hasattr(datamodule, "setup"):
+            datamodule.setup(stage)
+    return datamodule.train_dataloader(), datamodule.test_dataloader()
+
+
 def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn", *, k: int = 200,
                      temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0, epochs: int = 1,
                      lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1,
@@ -66,8 +77,9 @@ def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn"
     if protocol not in PROTOCOLS:
         raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     preprocess = zoo.eval_transform(encoder)
-    train_x, train_y = load_images(datamodule.knn_bank_dataloader())
-    test_x, test_y = load_images(datamodule.test_dataloader())
+    train_loader, test_loader = labelled_loaders(datamodule)
+    train_x, train_y = load_images(train_loader)
+    test_x, test_y = load_images(test_loader)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     if len(torch.unique(train_y)) < 2:
         raise ZooError(f"the training split has a single class ({int(train_y[0])}); classification needs two")

@@ -44,12 +44,13 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_embedding(features: Tensor, labels: Tensor, path: Path, title: str) -> Path:
-    """A 2-D PCA of ``features`` coloured by ``labels`` (at most 5000 points, chosen with a fixed seed)."""
+    """A 2-D PCA of the L2-normalised ``features`` coloured by ``labels`` (at most 5000 points, seeded choice)."""
     plt = _figure()
     if len(features) > 5000:
         keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:5000]
         features, labels = features[keep], labels[keep]
-    centred = features.float() - features.float().mean(0)
+    unit = torch.nn.functional.normalize(features.float(), dim=1)  # the cosine geometry kNN votes in
+    centred = unit - unit.mean(0)
     _, _, v = torch.pca_lowrank(centred, q=2, center=False)
     xy = (centred @ v[:, :2]).numpy()
     fig, ax = plt.subplots(figsize=(6, 6))
