@@ -1,0 +1,218 @@
+"""Ours vs lightly 1.6.0 on the same job, side by side (a benchmark, not a test; lightly is a bench extra).
+
+``python bench/compare_lightly.py [--epochs 1] [--train-subset N] [--out FILE.json]``
+
+Fashion-MNIST (grey replicated to 3 channels, 32x32), torchvision resnet18 with its standard stem, batch 256,
+2 threads, SimCLR and BYOL with the same augmentation parameters, heads, optimizer (Adam, constant lr, no weight
+decay) and epochs on both sides:
+
+- ours: the recipe path, ``training.module.ContrastiveModule`` in a Lightning ``Trainer`` (uint8 images in memory,
+  batched augmentation on the training device, channels_last, bf16 autocast as our CPU recipes use);
+- lightly: a plain training loop built from lightly's own blocks (``SimCLRTransform`` / ``BYOLTransform`` per
+  sample on PIL images through a ``DataLoader``, ``SimCLRProjectionHead`` + ``NTXentLoss``,
+  ``BYOLProjectionHead`` / ``BYOLPredictionHead`` + ``NegativeCosineSimilarity`` + ``update_momentum``), fp32.
+
+Each side runs in its own process (so peak RSS is its own). Reported: views/s (median over training steps after
+3 warm-up steps, wall time between consecutive steps, so data loading and augmentation are included), peak RSS,
+and test kNN accuracy (k=200, cosine, exp(sim/0.1); same code both sides) after each epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+MEAN, STD = [0.2860] * 3, [0.3530] * 3
+HEADS = {"simclr": dict(head_hidden=512, head_out=128), "byol": dict(projector_hidden=1024, projector_out=256,
+                                                                      predictor_hidden=1024)}
+
+
+def fashion_mnist(train_subset: int, bank_subset: int, test_subset: int):
+    from training.data import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(train_subset=train_subset or None, knn_bank_subset=bank_subset or None)
+    test = dm.split("test")
+    if test_subset and test_subset < len(test):
+        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:test_subset]
+        test = type(test)(test.images[keep], test.labels[keep])
+    return dm, dm.split("pretrain"), dm.split("train"), test
+
+
+@torch.no_grad()
+def knn(backbone: torch.nn.Module, bank, test) -> float:
+    from training.evaluation import knn_accuracy
+    from zoo.parts.augment import eval_preprocess
+
+    backbone.eval()
+
+    def feats(data):
+        out = [backbone(eval_preprocess(data.images[i:i + 512], (32, 32), MEAN, STD, channels=3)).float()
+               for i in range(0, len(data), 512)]
+        return torch.cat(out), data.labels
+
+    acc = knn_accuracy(feats(bank), feats(test), k=200, temperature=0.1)
+    backbone.train()
+    return acc
+
+
+def run_ours(method: str, args) -> Dict:
+    import pytorch_lightning as pl
+
+    from training.module import ContrastiveModule
+
+    dm, _, bank, test = fashion_mnist(args.train_subset, args.bank_subset, args.test_subset)
+    dm.batch_size = args.batch_size
+    aug = dict(size=32, mean=MEAN, std=STD, channels=3)
+    if method == "simclr":
+        aug.update(strength=0.5, blur_prob=0.0)
+    module = ContrastiveModule(method=method, augment=aug, extract=HEADS[method],
+                               encoder=dict(name="resnet", arch="resnet18", in_channels=3, small_image_stem=False),
+                               similarity=dict(temperature=0.5) if method == "simclr" else None,
+                               optimizer="adam", lr=args.lr, schedule="constant", channels_last=True)
+    times: List[float] = []
+    knns: List[float] = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            times.append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            knns.append(knn(pl_module.encoder, bank, test))
+
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, precision="bf16-mixed",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[Probe()])
+    trainer.fit(module, datamodule=dm)
+    return summary(times, 2 * args.batch_size, knns)
+
+
+def run_lightly(method: str, args) -> Dict:
+    import torchvision
+    from lightly.loss import NegativeCosineSimilarity, NTXentLoss
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, SimCLRProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform
+    from lightly.utils.scheduler import cosine_schedule
+    from PIL import Image
+
+    _, train, bank, test = fashion_mnist(args.train_subset, args.bank_subset, args.test_subset)
+    norm = {"mean": MEAN, "std": STD}
+    if method == "simclr":
+        transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0, normalize=norm)
+    else:
+        transform = BYOLTransform(BYOLView1Transform(input_size=32, normalize=norm),
+                                  BYOLView2Transform(input_size=32, normalize=norm))
+
+    class Views(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(train)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(train.images[i, 0].numpy(), mode="L").convert("RGB"))
+
+    loader = torch.utils.data.DataLoader(Views(), batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=args.lightly_workers)
+    backbone = torchvision.models.resnet18()
+    backbone.fc = torch.nn.Identity()
+    if method == "simclr":
+        head = SimCLRProjectionHead(512, HEADS["simclr"]["head_hidden"], HEADS["simclr"]["head_out"])
+        criterion, params = NTXentLoss(temperature=0.5), list(backbone.parameters()) + list(head.parameters())
+    else:
+        h = HEADS["byol"]
+        head = BYOLProjectionHead(512, h["projector_hidden"], h["projector_out"])
+        predictor = BYOLPredictionHead(h["projector_out"], h["predictor_hidden"], h["projector_out"])
+        import copy
+
+        target_backbone, target_head = copy.deepcopy(backbone), copy.deepcopy(head)
+        deactivate_requires_grad(target_backbone)
+        deactivate_requires_grad(target_head)
+        criterion = NegativeCosineSimilarity()
+        params = list(backbone.parameters()) + list(head.parameters()) + list(predictor.parameters())
+    opt = torch.optim.Adam(params, lr=args.lr)
+    times, knns, step, total = [], [], 0, args.epochs * len(loader)
+    for _ in range(args.epochs):
+        for views in loader:
+            x0, x1 = views[0], views[1]
+            if method == "simclr":
+                loss = criterion(head(backbone(x0)), head(backbone(x1)))
+            else:
+                tau = cosine_schedule(step, total, 0.99, 1.0)
+                update_momentum(backbone, target_backbone, tau)
+                update_momentum(head, target_head, tau)
+                p0, p1 = predictor(head(backbone(x0))), predictor(head(backbone(x1)))
+                with torch.no_grad():
+                    z0, z1 = target_head(target_backbone(x0)), target_head(target_backbone(x1))
+                loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            times.append(time.perf_counter())
+        knns.append(knn(backbone, bank, test))
+    return summary(times, 2 * args.batch_size, knns)
+
+
+def summary(times: List[float], views_per_step: int, knns: List[float]) -> Dict:
+    gaps = [b - a for a, b in zip(times, times[1:])][3:] or [b - a for a, b in zip(times, times[1:])]
+    return {"views_per_s": views_per_step / statistics.median(gaps), "steps": len(times),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "knn": knns}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-subset", type=int, default=0, help="pre-train on this many images (0: all 60k)")
+    parser.add_argument("--bank-subset", type=int, default=10000, help="kNN bank size (0: all 60k)")
+    parser.add_argument("--test-subset", type=int, default=0, help="kNN test images (0: all 10k)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lightly-workers", type=int, default=0, help="DataLoader workers on lightly's side")
+    parser.add_argument("--methods", nargs="+", default=["simclr", "byol"], choices=["simclr", "byol"])
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        side, method = args.child
+        torch.manual_seed(0)
+        result = (run_ours if side == "ours" else run_lightly)(method, args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    passthrough = [a for a in sys.argv[1:] if a not in ("--out", args.out)]
+    results: Dict[str, Dict] = {}
+    for method in args.methods:
+        results[method] = {}
+        for side in ("ours", "lightly"):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", side, method],
+                                  capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return 1
+            results[method][side] = {**json.loads(lines[-1][7:]), "wall_s": time.perf_counter() - start}
+            print(method, side, json.dumps(results[method][side]), flush=True)
+        ours, theirs = results[method]["ours"], results[method]["lightly"]
+        results[method]["ratio_views_per_s"] = ours["views_per_s"] / theirs["views_per_s"]
+        results[method]["ratio_peak_rss"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
+        results[method]["knn_diff_last_epoch"] = ours["knn"][-1] - theirs["knn"][-1]
+    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
+    print(json.dumps({m: {k: v for k, v in r.items() if k.startswith(("ratio", "knn_diff"))}
+                      for m, r in results.items() if m != "settings"}, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
