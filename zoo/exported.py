@@ -128,7 +128,13 @@ def parse_config(data: bytes, source: str = CONFIG) -> Dict[str, Any]:
 
 def build_from_config(config: Mapping[str, Any], source: str) -> Encoder:
     """The encoder architecture a validated config describes, with fresh (random) weights."""
-    encoder = build_encoder(Part.from_dict(config["encoder"]))
+    try:
+        encoder = build_encoder(Part.from_dict(config["encoder"]))
+    except ZooError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # e.g. a size given as a string
+        raise ZooError(f"{source}: config.json's encoder {config['encoder']} cannot be built: "
+                       f"{type(err).__name__}: {err}") from None
     if encoder.num_features != config["num_features"]:
         raise ZooError(f"{source}: config says num_features={config['num_features']} but the encoder has "
                        f"{encoder.num_features}")

@@ -53,6 +53,17 @@ class Encoder(nn.Module):
     def _maps(self, x: Tensor, wanted: Tuple[str, ...]) -> Dict[str, Tensor]:
         raise NotImplementedError
 
+    def _run_stages(self, x: Tensor, wanted: Tuple[str, ...]) -> Dict[str, Tensor]:
+        """Apply the stages named ``map_names`` in order, keeping the wanted maps; stop after the last one."""
+        out: Dict[str, Tensor] = {}
+        for name in self.map_names:
+            x = getattr(self, name)(x)
+            if name in wanted:
+                out[name] = x
+            if len(out) == len(wanted):
+                break
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         """The representation used downstream: the last feature map, average pooled, (B, num_features).
 

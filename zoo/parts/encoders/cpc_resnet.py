@@ -102,12 +102,4 @@ class CPCResNetEncoder(Encoder):
         self.num_features = channels
 
     def _maps(self, x: Tensor, wanted: Tuple[str, ...]) -> Dict[str, Tensor]:
-        x = self.maxpool(self.relu(self.ln1(self.conv1(x))))
-        out: Dict[str, Tensor] = {}
-        for name in self.map_names:
-            x = getattr(self, name)(x)
-            if name in wanted:
-                out[name] = x
-            if len(out) == len(wanted):
-                break
-        return out
+        return self._run_stages(self.maxpool(self.relu(self.ln1(self.conv1(x)))), wanted)

@@ -49,15 +49,7 @@ class ResNetEncoder(Encoder):
         self.num_features = (last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2).out_channels
 
     def _maps(self, x: Tensor, wanted: Tuple[str, ...]) -> Dict[str, Tensor]:
-        out: Dict[str, Tensor] = {}
-        x = self.stem(x)
-        for name in self.map_names:
-            x = getattr(self, name)(x)
-            if name in wanted:
-                out[name] = x
-            if len(out) == len(wanted):
-                break
-        return out
+        return self._run_stages(self.stem(x), wanted)
 
 
 def _torchvision_resnet(arch: str) -> nn.Module:
