@@ -147,6 +147,8 @@ def test_wrong_input_channels_or_size_is_a_clear_error(hub):
 def test_registry_refuses_a_name_defined_twice_and_malformed_files(hub, tmp_path):
     with pytest.raises(ZooError, match="defined in both"):
         WeightsRegistry([hub["reg"], hub["old_reg"]])
+    with pytest.raises(ZooError, match="weights registry .*missing.json does not exist"):
+        zoo.load_encoder("yadim", registry=tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ZooError, match="is not valid JSON"):

@@ -119,11 +119,7 @@ def entry_source(entry: WeightsEntry, revision: Optional[str] = None) -> Source:
 
 def _entry_for_repo(repo_id: str, revision: Optional[str], registry) -> Optional[WeightsEntry]:
     """The registry entry published as this repo at this revision, so its sha256 can be checked."""
-    try:
-        entries = open_registry(registry).entries.values()
-    except ZooError:
-        return None
-    for entry in entries:
+    for entry in open_registry(registry).entries.values():
         if entry.kind == "hf-hub" and entry.source["repo_id"] == repo_id and entry.source["revision"] == revision:
             return entry
     return None

@@ -116,7 +116,7 @@ class WeightsRegistry:
         self.defaults: Dict[str, str] = {}
         self.origin: Dict[str, Path] = {}
         for path in self.paths:
-            data = read_registry_file(path)
+            data = read_registry_file(path, must_exist=True)
             for name, raw in data["entries"].items():
                 if name in self.entries:
                     raise ZooError(f"weights entry {name!r} is defined in both {self.origin[name]} and {path}")
@@ -145,9 +145,12 @@ class WeightsRegistry:
         return [n for n in self.names() if fnmatch.fnmatchcase(n, pattern)]
 
 
-def read_registry_file(path: str | os.PathLike) -> Dict[str, Any]:
+def read_registry_file(path: str | os.PathLike, must_exist: bool = False) -> Dict[str, Any]:
+    """A registry file's contents; a missing file is an empty registry to write into, or an error to read from."""
     path = Path(path)
     if not path.is_file():
+        if must_exist:
+            raise ZooError(f"weights registry {path} does not exist")
         return {"format": FORMAT, "defaults": {}, "entries": {}}
     try:
         data = json.loads(path.read_text())
