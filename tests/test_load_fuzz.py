@@ -36,7 +36,7 @@ def test_config_that_is_not_a_config(folder, tmp_path, text):
     (("num_features",), "32"), (("num_features",), 0), (("input", "size"), [0, 32]), (("input", "size"), [32]),
     (("input", "channels"), 0), (("input", "mean"), [0.5, 0.5]), (("encoder", "name"), "amdimm"),
     (("encoder", "ndf"), "8"), (("encoder", "bogus"), 1), (("format",), "contrastive-zoo/encoder@9"),
-    (("method",), []), (("input",), None),
+    (("method",), []), (("input",), None), (("encoder", "ndf"), 10 ** 6),  # 10^6 filters: refused before allocating
 ])
 def test_config_with_a_wrong_field(folder, tmp_path, path, value):
     bad = copy_of(folder, tmp_path)
@@ -84,8 +84,10 @@ def test_wrong_shaped_and_missing_tensors(folder, tmp_path):
     bad = copy_of(folder, tmp_path)
     state = load_file(bad / "model.safetensors")
     name = sorted(state)[0]
+    float_name = next(k for k in sorted(state) if state[k].is_floating_point())
     for broken in ({**state, name: torch.zeros(3)}, {k: v for k, v in state.items() if k != name},
-                   {**state, name: state[name].reshape(1, -1)}):
+                   {**state, name: state[name].reshape(1, -1)},
+                   {**state, float_name: state[float_name].to(torch.int64)}):  # an integer tensor in a float slot
         save_file(broken, bad / "model.safetensors")
         with pytest.raises(ZooError, match="strict load"):
             zoo.load_encoder(bad)

@@ -26,6 +26,7 @@ from zoo.spec import Part
 
 FORMAT = "contrastive-zoo/encoder@1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+MAX_PARAMETERS = 2_000_000_000  # no exported encoder of ours comes near; a larger config is a typo or an attack
 _REQUIRED = {"format": str, "encoder": dict, "input": dict, "num_features": int, "method": dict}
 
 
@@ -128,8 +129,14 @@ def parse_config(data: bytes, source: str = CONFIG) -> Dict[str, Any]:
 
 def build_from_config(config: Mapping[str, Any], source: str) -> Encoder:
     """The encoder architecture a validated config describes, with fresh (random) weights."""
+    part = Part.from_dict(config["encoder"])
     try:
-        encoder = build_encoder(Part.from_dict(config["encoder"]))
+        with torch.device("meta"):  # count parameters before allocating any: absurd sizes fail here, cheaply
+            n_params = sum(p.numel() for p in build_encoder(part).parameters())
+        if n_params > MAX_PARAMETERS:
+            raise ZooError(f"{source}: config.json's encoder {config['encoder']} would have {n_params:,} "
+                           f"parameters (more than {MAX_PARAMETERS:,}); refusing to build it")
+        encoder = build_encoder(part)
     except ZooError:
         raise
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # e.g. a size given as a string
@@ -172,6 +179,8 @@ def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], sour
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes += [f"{k}: dtype {state[k].dtype} vs {v.dtype}" for k, v in own.items()
+               if k in state and state[k].is_floating_point() != v.is_floating_point()]
     if missing or unexpected or shapes:
         parts = []
         if missing:
