@@ -178,13 +178,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lightly-workers", type=int, default=0, help="DataLoader workers on lightly's side")
     parser.add_argument("--methods", nargs="+", default=["simclr", "byol"], choices=["simclr", "byol"])
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of both sides (initialisation, order, views)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         side, method = args.child
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         result = (run_ours if side == "ours" else run_lightly)(method, args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
