@@ -20,23 +20,12 @@ import torch
 from torch import Tensor
 
 import zoo
-from training.evaluation import extract_features, fit_linear_probe, knn_scores
+from training.evaluation import extract_features, fit_linear_probe, knn_scores, split_indices
 from training.finetune import finetune, predict
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")
 DATASETS = ("fashion_mnist", "cifar10", "stl10")
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> Tuple[Tensor, Tensor]:
-    """(fit, val) indices of a training split of ``n`` items: a seeded permutation, val first."""
-    if not 0 < val_fraction < 1:
-        raise ZooError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(n * val_fraction))
-    if n - n_val < 1:
-        raise ZooError(f"a training split of {n} images is too small to carve a validation split from")
-    return perm[n_val:], perm[:n_val]
 
 
 def topk(scores: Tensor, labels: Tensor, num_classes: int) -> Dict[str, float]:

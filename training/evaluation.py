@@ -91,14 +91,23 @@ def linear_probe_accuracy(train: Tuple[Tensor, Tensor], test: Tuple[Tensor, Tens
     the chosen model's test accuracy is returned with the choice.
     """
     x, y = train
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(len(x) * val_fraction))
-    val_idx, fit_idx = perm[:n_val], perm[n_val:]
+    fit_idx, val_idx = split_indices(len(x), val_fraction, seed)
     num_classes = int(max(y.max(), test[1].max())) + 1
     probe = fit_linear_probe((x[fit_idx], y[fit_idx]), (x[val_idx], y[val_idx]), num_classes, weight_decays,
                              max_iter)
     test_acc = (probe["predict"](test[0]).argmax(1) == test[1]).float().mean().item()
     return {"test_acc": test_acc, "val_acc": probe["val_acc"], "weight_decay": probe["weight_decay"]}
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> Tuple[Tensor, Tensor]:
+    """(fit, val) indices of a training split of ``n`` items: a seeded permutation, val first."""
+    if not 0 < val_fraction < 1:
+        raise ZooError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(n * val_fraction))
+    if n - n_val < 1:
+        raise ZooError(f"a training split of {n} images is too small to carve a validation split from")
+    return perm[n_val:], perm[:n_val]
 
 
 def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num_classes: int,
