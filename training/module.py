@@ -108,15 +108,17 @@ class ContrastiveModule(pl.LightningModule):
         # as in SimCLR and BYOL
         params = [{"params": [p for p in trainable if p.ndim > 1]},
                   {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+        # fused kernels (one pass over all parameters): the per-parameter update, up to float rounding
+        fused = {"fused": True} if _fusable(trainable) else {}
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, **fused)
         elif hp.optimizer == "lars":
             from timm.optim import Lars
 
             opt = Lars(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-            opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay, **fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = int(hp.warmup_epochs * per_epoch)
@@ -132,3 +134,8 @@ class ContrastiveModule(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _fusable(params) -> bool:
+    """Fused optimizer kernels exist for floating-point parameters on CPU and CUDA."""
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)

@@ -47,8 +47,12 @@ class EMATeacher(nn.Module):
         if len(online) != len(self.copies):
             raise ZooError(f"EMA teacher holds {len(self.copies)} module(s) but got {len(online)} online ones")
         for teacher, student in zip(self.copies, online):
-            for (_, t), (_, s) in _pairs(teacher.named_parameters(), student.named_parameters()):
-                t.mul_(momentum).add_(s.detach().to(t.dtype), alpha=1.0 - momentum)
+            pairs = list(_pairs(teacher.named_parameters(), student.named_parameters()))
+            if pairs:  # one multi-tensor kernel per op instead of two small ops per parameter
+                targets = [t for (_, t), _ in pairs]
+                torch._foreach_mul_(targets, momentum)
+                torch._foreach_add_(targets, [s.detach().to(t.dtype) for (_, t), (_, s) in pairs],
+                                    alpha=1.0 - momentum)
             for (_, t), (_, s) in _pairs(teacher.named_buffers(), student.named_buffers()):
                 t.copy_(s)
 
