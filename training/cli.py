@@ -16,9 +16,11 @@ def lightning_cli(args: List[str], run: bool = True):
 
     from training.data import ImageDataModule
     from training.module import ContrastiveModule
+    from training.resume import ResumableTraining
 
+    # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption
     return LightningCLI(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
-                        save_config_kwargs={"overwrite": True})
+                        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [ResumableTraining()]})
 
 
 def dashes_to_underscores(argv: List[str]) -> List[str]:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from training.batches import ResumableBatches
 from zoo.errors import ZooError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -82,26 +83,31 @@ class ImageDataModule(pl.LightningDataModule):
             self._splits[split] = data
         return self._splits[split]
 
-    def _loader(self, data: Dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, data: Dataset, batch_size: int) -> DataLoader:
+        """An evaluation loader: every image once, in order."""
         in_memory = isinstance(data, InMemoryImages)
-        if train and len(data) < batch_size:
-            raise ZooError(f"the training split has {len(data)} images, fewer than one batch of {batch_size}")
-        return DataLoader(data, batch_size=batch_size, shuffle=train, drop_last=train,
-                          num_workers=0 if in_memory else self.num_workers,
+        return DataLoader(data, batch_size=batch_size, num_workers=0 if in_memory else self.num_workers,
                           collate_fn=batch_as_is if in_memory else None,
                           persistent_workers=bool(self.num_workers) and not in_memory)
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.split("pretrain")
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.split("pretrain"), self.batch_size, train=True)
+    def train_dataloader(self) -> ResumableBatches:
+        """Shuffled full batches whose position is saved in checkpoints (a killed run resumes mid-epoch)."""
+        data = self.split("pretrain")
+        if len(data) < self.batch_size:
+            raise ZooError(f"the training split has {len(data)} images, fewer than one batch of {self.batch_size}")
+        in_memory = isinstance(data, InMemoryImages)
+        return ResumableBatches(data, self.batch_size, seed=self.seed, num_workers=0 if in_memory else self.num_workers,
+                                collate_fn=batch_as_is if in_memory else None,
+                                persistent_workers=bool(self.num_workers) and not in_memory)
 
     def knn_bank_dataloader(self) -> DataLoader:
-        return self._loader(self.split("train"), self.eval_batch_size, train=False)
+        return self._loader(self.split("train"), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.split("test"), self.eval_batch_size, train=False)
+        return self._loader(self.split("test"), self.eval_batch_size)
 
 
 # Fashion-MNIST -----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from training.data import FashionMNISTDataModule
 from training.evaluation import evaluate_frozen, frozen_features
 from training.export import export_checkpoint, machine
 from training.publish import publish
+from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "yadim" / "fashion_mnist.yaml"
@@ -111,7 +112,7 @@ def main(argv: List[str] | None = None) -> int:
         "images_per_second": images_seen / fit_seconds, "views_per_second": 2 * images_seen / fit_seconds,
         "rows": rows,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     print()
     print(table(rows))
     print()

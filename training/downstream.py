@@ -189,7 +189,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
     if out:
         from training.plots import plot_embedding
-        from zoo.weights import atomic_write_text
+        from zoo.atomic import atomic_write_text
 
         atomic_write_text(Path(out), json.dumps(result, indent=2) + "\n")
         if embedding is not None:

@@ -72,6 +72,7 @@ class ContrastiveModule(pl.LightningModule):
         comparisons = self.extract(self.encoder, self._views(images))
         loss = sum(c.weight * self.loss_fn(self.similarity(c.anchors, c.candidates), c) for c in comparisons)
         self.log("loss", loss, prog_bar=True)
+        self._loss = loss.detach()
         return loss
 
     def on_fit_start(self) -> None:
@@ -81,18 +82,24 @@ class ContrastiveModule(pl.LightningModule):
             check(int(datamodule.batch_size) * int(self.trainer.world_size))
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        # checked before the weights change and before any checkpoint of this step is written, so a NaN/inf loss
+        # leaves the weights and the last checkpoint as they were
+        loss = getattr(self, "_loss", None)
+        if loss is not None and not torch.isfinite(loss):
+            raise ZooError(f"loss became {loss.item()} at step {self.global_step}; stopping before the optimizer "
+                           "step (weights and last checkpoint unchanged)")
         hook = getattr(self.extract, "before_optimizer_step", None)
         if hook is not None:  # e.g. SwAV keeps its prototypes frozen during the first epoch
             hook(self.current_epoch)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss.detach()):
-            raise ZooError(f"loss became {loss.item()} at step {self.global_step}; stopping (last checkpoint kept)")
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # momentum teachers: EMA update with the training progress in [0, 1], once per optimizer step (also under
+        # gradient accumulation), and before the step's checkpoint is written, which a resumed run relies on
         hook = getattr(self.extract, "after_optimizer_step", None)
-        if hook is not None:  # momentum teachers: EMA update with the training progress in [0, 1]
+        if hook is not None:
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            hook(self.encoder, min(1.0, self.global_step / total))
+            hook(self.encoder, min(1.0, (self.global_step + 1) / total))  # global_step counts this step later
 
     def encode_for_eval(self, images: Tensor) -> Tensor:
         """The downstream representation: eval preprocessing, then the encoder's pooled last map."""
@@ -108,16 +115,18 @@ class ContrastiveModule(pl.LightningModule):
         # as in SimCLR and BYOL
         params = [{"params": [p for p in trainable if p.ndim > 1]},
                   {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
-        # fused kernels (one pass over all parameters): the per-parameter update, up to float rounding
-        fused = {"fused": True} if _fusable(trainable) else {}
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, **fused)
+            # not fused: torch's fused SGD fails when a parameter gets its first gradient after the others (SwAV's
+            # prototypes, frozen for the first epoch, do)
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "lars":
             from timm.optim import Lars
 
             opt = Lars(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+            # fused kernels (one pass over all parameters): the per-parameter update, up to float rounding
+            fused = {"fused": True} if _fusable(trainable) else {}
             opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay, **fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)

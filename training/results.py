@@ -20,7 +20,8 @@ from zoo.cards import render_card
 from zoo.errors import ZooError
 from zoo.exported import CARD, CONFIG, WEIGHTS, read_config
 from zoo.sources import resolve_source
-from zoo.weights import atomic_write_text, open_registry, record_entry
+from zoo.atomic import atomic_write_text
+from zoo.weights import open_registry, record_entry
 
 
 def record_result(spec: str, key: str, value: float, command: Optional[str],

@@ -20,11 +20,11 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from zoo.atomic import atomic_write_text
 from zoo.errors import UnknownNameError, ZooError
 from zoo.registry import unknown_name_message
 
@@ -193,18 +193,3 @@ def record_entry(path: str | os.PathLike, name: str, entry: Mapping[str, Any], m
         data["entries"] = dict(sorted(data["entries"].items()))
         data["defaults"] = dict(sorted(data["defaults"].items()))
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -279,3 +279,19 @@ def test_ddp_ranks_enqueue_the_global_batch_in_rank_order(tmp_path):
     assert not torch.allclose(r0["k"], r1["k"])
     assert torch.equal(r0["negatives"], r1["negatives"])  # both ranks drew negatives from the same queue
     assert torch.equal(r0["keys"][8:], r0["negatives"][8:])
+
+
+def test_teacher_updates_once_per_optimizer_step_with_progress_reaching_one(fmnist_dir):
+    import pytorch_lightning as pl
+    from training.data import FashionMNISTDataModule
+
+    module = module_for(augment={"name": "byol", "size": 32, "mean": [0.5], "std": [0.25]},
+                        extract={"name": "momentum_predictor", "projector_hidden": 8, "projector_out": 4,
+                                 "predictor_hidden": 8}, similarity={"name": "cosine"}, loss={"name": "regression"})
+    progress = []
+    update = module.extract.after_optimizer_step
+    module.extract.after_optimizer_step = lambda encoder, p: (progress.append(p), update(encoder, p))
+    trainer = pl.Trainer(max_steps=2, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8))
+    assert progress == [0.5, 1.0]  # 4 batches, 2 optimizer steps: one EMA update after each

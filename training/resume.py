@@ -1,0 +1,107 @@
+"""Crash-safe pre-training: atomic checkpoints, and everything a resumed run needs to continue bit-for-bit.
+
+A run killed at any instant (SIGKILL, pre-emption, power cut) continues with
+``python -m training fit --config run.yaml --ckpt_path last`` and ends with the weights of the run that was never
+interrupted. What makes that hold:
+
+- Lightning's checkpoint: weights, EMA teachers, queues and prototypes (module state), optimizer, scheduler,
+  loop counters (epoch, step, batch within the epoch);
+- ``training.batches.ResumableBatches``: the data order and the batches already served this epoch;
+- ``ResumableTraining`` (this module, added to every ``python -m training fit``): the random number generators
+  that draw the augmentations, saved with every checkpoint and restored before the first resumed step, and
+  checkpoint files written atomically (``AtomicCheckpointIO``), so a kill while saving leaves the previous
+  checkpoint intact rather than a truncated one.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, Optional
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from training.batches import ResumableBatches
+from zoo.atomic import atomic_file
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Local checkpoints go to a temporary file beside the target, are fsynced, then renamed over it.
+
+    Reading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when it is resumed.
+    Remote paths (``s3://`` ...) are left to Lightning's fsspec writer.
+    """
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        with atomic_file(path) as handle:
+            torch.save(checkpoint, handle)
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None,
+                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumableTraining(pl.Callback):
+    """Saves the RNG state in every checkpoint and restores it on resume; installs ``AtomicCheckpointIO``.
+
+    Lightning runs checkpoint callbacks after all others, so the state saved with a checkpoint is the state after
+    the step it records, and it is put back in ``on_train_start``, after the checkpoint is loaded and right
+    before the first resumed step. (Under DDP all processes share rank 0's state, as after ``seed_everything``.)
+    """
+
+    def __init__(self) -> None:
+        self._pending: Optional[Dict[str, Any]] = None
+        self._trainer: Optional[pl.Trainer] = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO is left alone
+            strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = {"rng": rng_state()}
+        batches = self._batches()
+        if batches is not None:
+            state["batches"] = batches.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        set_rng_state(pending["rng"])
+        batches = self._batches(trainer)
+        if batches is not None and "batches" in pending:
+            batches.load_state_dict(pending["batches"])
+
+    def _batches(self, trainer: Optional[pl.Trainer] = None) -> Optional[ResumableBatches]:
+        # Lightning keeps a stateful loader's position itself, but skips restoring it when the loader was built
+        # before the checkpoint was read (``estimated_stepping_batches`` in ``configure_optimizers`` does that),
+        # so the position travels here too and is put back at train start, before the first batch is drawn
+        trainer = trainer or self._trainer
+        loader = getattr(trainer, "train_dataloader", None) if trainer is not None else None
+        return loader if isinstance(loader, ResumableBatches) else None
