@@ -112,3 +112,38 @@ def test_offline_cache_serves_loaded_entries_and_a_tampered_blob_fails_sha256(hu
     _, errors = load_in_subprocess(hub, [["tampered", "yadim.tiny", hub["reg"]]], offline=True)
     assert "model.safetensors has sha256" in errors["tampered"][0]
     assert "weights registry expects" in errors["tampered"][0]
+
+
+RACE_SCRIPT = """
+import os, sys, time, torch, zoo
+from tests.zoo_exports import outputs
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+torch.save(outputs(zoo.load_encoder("yadim.tiny", registry=sys.argv[1])), sys.argv[3])
+"""
+
+
+def test_two_processes_loading_the_same_uncached_entry_at_once_both_succeed_with_one_cached_copy(hub):
+    cache, go = hub["base"] / "hf-cache-race", hub["base"] / "race-go"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, "HF_ENDPOINT": hub["endpoint"],
+           "HF_HOME": str(cache), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_SCRIPT, hub["reg"], str(go),
+                               str(hub["base"] / f"race-{i}.pt")], env=env, cwd=ROOT_DIR, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:  # both have imported zoo and wait on the same starting line
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-3000:]
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    expected = outputs(zoo.load_encoder(hub["folders"][1]))
+    for i in range(2):
+        assert torch.equal(torch.load(hub["base"] / f"race-{i}.pt", weights_only=True), expected)
+    repo = cache / "hub" / "models--zoo--yadim-tiny"
+    blobs = sorted(p.name for p in (repo / "blobs").iterdir())
+    snapshot = repo / "snapshots" / hub["revisions"][1]
+    files = {p.name: p.resolve().name for p in snapshot.iterdir()}
+    assert {"config.json", "model.safetensors"} <= files.keys()
+    assert sorted(set(files.values())) == blobs  # one blob per file, each linked from the snapshot
+    assert not [p for p in repo.rglob("*") if p.name.endswith(".incomplete")]
