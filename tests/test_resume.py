@@ -17,12 +17,13 @@ from tests.conftest import TINY
 import training.batches as batches_module
 from training.batches import ResumableBatches
 from training.data import FashionMNISTDataModule, InMemoryImages, batch_as_is
+from training.export import epochs_trained
 from training.module import ContrastiveModule
 from training.resume import AtomicCheckpointIO, ResumableTraining
 from zoo.errors import ZooError
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH, EPOCHS, SAVE_EVERY, KILL_AT = 5, 3, 3, 7  # checkpoints at steps 3, 6, 9...; killed in step 7
+STEPS_PER_EPOCH, EPOCHS, SAVE_EVERY, KILL_AT = 5, 3, 3, 7  # last.ckpt at steps 3, 5, 6, 9, 10...; killed in 7
 
 # methods whose state goes beyond weights + optimizer: EMA teacher and negative queue (MoCo v2); prototypes frozen
 # for the first epoch and a queue that joins Sinkhorn (SwAV)
@@ -39,10 +40,13 @@ def write_config(run: Path, data: Path, method: str) -> Path:
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": EPOCHS, "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(run),
-                    "callbacks": [
+                    "callbacks": [  # the recipes' pair: end of every epoch, and every few steps
+                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                         "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True,
+                                       "enable_version_counter": False}},
                         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
                          "init_args": {"dirpath": str(run / "checkpoints"), "every_n_train_steps": SAVE_EVERY,
-                                       "save_last": True}},
+                                       "save_top_k": 0, "save_last": True, "enable_version_counter": False}},
                         {"class_path": "tests.scripts.faults.KillAtStep"}]},
         "model": {"method": method, **STATEFUL[method], "optimizer": OPTIMIZER[method], "lr": 0.05,
                   "warmup_epochs": 1, "schedule": "cosine"},
@@ -93,6 +97,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     assert killed.returncode == -9, killed.stderr[-3000:]
     saved = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 6 and saved["epoch"] == 1  # mid-epoch: one batch into the second epoch
+    assert epochs_trained(saved) == 1
     assert not list((tmp_path / "crashed" / "checkpoints").glob(".*.tmp"))
 
     resumed = fit(crashed, "--ckpt_path", "last")

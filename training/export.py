@@ -73,6 +73,15 @@ def run_config(ckpt: Path, checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
             "data": dict(checkpoint.get("datamodule_hyper_parameters") or {})}
 
 
+def epochs_trained(checkpoint: Mapping[str, Any]) -> int:
+    """Whole epochs behind a checkpoint, wherever it was saved (mid-epoch, epoch end or train end, where
+    Lightning's ``epoch`` field means three different things): the fit loop's count of processed epochs."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return int(checkpoint.get("epoch", -1)) + 1
+
+
 def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
     hp = dict(ckpt["hyper_parameters"])
     method = resolve_method(hp.get("method"), name=hp.get("name"), **{c: hp.get(c) for c in CHARACTERISTICS})
@@ -114,7 +123,7 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
         "package_version": zoo.__version__,
         "git_commit": git_commit(),
         "recipe": run_config(Path(ckpt), checkpoint),
-        "training": {"epochs": checkpoint.get("epoch", -1) + 1, "global_step": checkpoint.get("global_step"),
+        "training": {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
                      **dict(training or {})},
         "metrics": dict(metrics or {}),
         "metric_commands": dict(metric_commands or {}),
