@@ -91,3 +91,25 @@ def test_wrong_shaped_and_missing_tensors(folder, tmp_path):
         save_file(broken, bad / "model.safetensors")
         with pytest.raises(ZooError, match="strict load"):
             zoo.load_encoder(bad)
+
+
+class _Marker:
+    """Unpickling this writes a file: evidence that code from a downloaded file ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_nothing_in_a_downloaded_folder_but_config_and_safetensors_is_read(folder, tmp_path):
+    """A repo can carry Python files and pickles beside the weights; loading never imports or unpickles them."""
+    bad = copy_of(folder, tmp_path)
+    marker = tmp_path / "code-ran"
+    (bad / "modeling.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    (bad / "__init__.py").write_text("from . import modeling\n")
+    torch.save({"state_dict": _Marker(marker)}, bad / "pytorch_model.bin")
+    torch.save(_Marker(marker), bad / "model.pt")
+    assert torch.equal(outputs(zoo.load_encoder(bad)), outputs(zoo.load_encoder(folder)))
+    assert not marker.exists()

@@ -17,7 +17,7 @@ from tests.conftest import TINY
 import training.batches as batches_module
 from training.batches import ResumableBatches
 from training.data import FashionMNISTDataModule, InMemoryImages, batch_as_is
-from training.export import epochs_trained
+from training.export import epochs_trained, read_checkpoint
 from training.module import ContrastiveModule
 from training.resume import AtomicCheckpointIO, ResumableTraining
 from zoo.errors import ZooError
@@ -142,8 +142,11 @@ def test_checkpoint_write_that_fails_midway_leaves_the_previous_file(tmp_path):
 def test_resuming_reads_checkpoints_with_weights_only(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": Unpicklable}, path)  # a class: unpickling would import code
-    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+    with pytest.raises(ZooError, match=r"cannot resume from .*evil.ckpt: not a readable checkpoint \(loaded with "
+                                       r"weights_only=True\): Weights only load failed"):
         AtomicCheckpointIO().load_checkpoint(path)
+    with pytest.raises(ZooError, match=r"evil.ckpt is not a readable PyTorch checkpoint \(loaded with weights_only"):
+        read_checkpoint(path)  # what export reads
 
 
 def stream(n=40, batch_size=8, seed=0):

@@ -24,6 +24,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from training.batches import ResumableBatches
 from zoo.atomic import atomic_file
+from zoo.errors import ZooError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,7 +44,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # missing, truncated, or carrying code: one line, not an unpickler traceback
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ZooError(f"cannot resume from {path}: not a readable checkpoint (loaded with weights_only=True): "
+                           f"{reason}") from None
 
 
 def rng_state() -> Dict[str, Any]:
