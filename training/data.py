@@ -83,12 +83,15 @@ class ImageDataModule(pl.LightningDataModule):
             self._splits[split] = data
         return self._splits[split]
 
+    def _loading(self, data: Dataset) -> dict:
+        """How batches of ``data`` are loaded: sliced in this process when in memory, else by worker processes."""
+        in_memory = isinstance(data, InMemoryImages)
+        return {"num_workers": 0 if in_memory else self.num_workers, "collate_fn": batch_as_is if in_memory else None,
+                "persistent_workers": bool(self.num_workers) and not in_memory}
+
     def _loader(self, data: Dataset, batch_size: int) -> DataLoader:
         """An evaluation loader: every image once, in order."""
-        in_memory = isinstance(data, InMemoryImages)
-        return DataLoader(data, batch_size=batch_size, num_workers=0 if in_memory else self.num_workers,
-                          collate_fn=batch_as_is if in_memory else None,
-                          persistent_workers=bool(self.num_workers) and not in_memory)
+        return DataLoader(data, batch_size=batch_size, **self._loading(data))
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.split("pretrain")
@@ -98,10 +101,7 @@ class ImageDataModule(pl.LightningDataModule):
         data = self.split("pretrain")
         if len(data) < self.batch_size:
             raise ZooError(f"the training split has {len(data)} images, fewer than one batch of {self.batch_size}")
-        in_memory = isinstance(data, InMemoryImages)
-        return ResumableBatches(data, self.batch_size, seed=self.seed, num_workers=0 if in_memory else self.num_workers,
-                                collate_fn=batch_as_is if in_memory else None,
-                                persistent_workers=bool(self.num_workers) and not in_memory)
+        return ResumableBatches(data, self.batch_size, seed=self.seed, **self._loading(data))
 
     def knn_bank_dataloader(self) -> DataLoader:
         return self._loader(self.split("train"), self.eval_batch_size)

@@ -13,7 +13,7 @@ import torch
 import zoo
 from zoo.build import build_encoder
 from zoo.cards import render_card
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.exported import FORMAT, load_state_strict, write_exported
 from zoo.methods import resolve_method
 from zoo.spec import CHARACTERISTICS
@@ -27,7 +27,7 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and weights_only errors alike: the file is not a safe checkpoint
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         raise ZooError(f"{path} is not a readable PyTorch checkpoint (loaded with weights_only=True): {reason}") \
             from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:

@@ -9,14 +9,13 @@ coloured by class. matplotlib runs headless (Agg); files are written to a tempor
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 from torch import Tensor
 
+from zoo.atomic import atomic_file
 from zoo.errors import ZooError
 
 CURVES = {"train_loss": "loss", "loss": "loss", "knn_acc": "accuracy", "linear_acc": "accuracy"}
@@ -32,14 +31,8 @@ def _figure():
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_file(path) as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
     return path
 
 

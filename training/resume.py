@@ -24,7 +24,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from training.batches import ResumableBatches
 from zoo.atomic import atomic_file
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,7 +47,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         except Exception as err:  # missing, truncated, or carrying code: one line, not an unpickler traceback
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            reason = first_line(err)
             raise ZooError(f"cannot resume from {path}: not a readable checkpoint (loaded with weights_only=True): "
                            f"{reason}") from None
 

@@ -15,3 +15,8 @@ class UnknownNameError(ZooError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
