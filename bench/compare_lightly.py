@@ -122,7 +122,8 @@ def run_lightly(method: str, args) -> Dict:
             return transform(Image.fromarray(train.images[i, 0].numpy(), mode="L").convert("RGB"))
 
     loader = torch.utils.data.DataLoader(Views(), batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=args.lightly_workers)
+                                         num_workers=args.lightly_workers,
+                                         worker_init_fn=lambda _: seed_numpy(torch.initial_seed()))
     backbone = torchvision.models.resnet18()
     backbone.fc = torch.nn.Identity()
     if method == "simclr":
@@ -163,6 +164,14 @@ def run_lightly(method: str, args) -> Dict:
     return summary(times, 2 * args.batch_size, knns)
 
 
+def seed_numpy(seed: int) -> None:
+    """lightly's GaussianBlur and RandomSolarization draw from numpy's global generator, which torch's seed leaves
+    alone (and which DataLoader workers would otherwise inherit as identical copies)."""
+    import numpy as np
+
+    np.random.seed(seed % 2**32)
+
+
 def summary(times: List[float], views_per_step: int, knns: List[float]) -> Dict:
     gaps = [b - a for a, b in zip(times, times[1:])][3:] or [b - a for a, b in zip(times, times[1:])]
     return {"views_per_s": views_per_step / statistics.median(gaps), "steps": len(times),
@@ -188,6 +197,7 @@ def main() -> int:
     if args.child:
         side, method = args.child
         torch.manual_seed(args.seed)
+        seed_numpy(args.seed)
         result = (run_ours if side == "ours" else run_lightly)(method, args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
