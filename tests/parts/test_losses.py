@@ -100,3 +100,18 @@ def test_nce_excludes_several_candidates_per_anchor():
     comp = Comparison(None, None, torch.tensor([0, 1]), exclude=torch.tensor([[1, 2], [0, 2]]))
     expected = nce_by_loops([[2.0, -1.0], [3.0, 2.0]], [0, 0])
     assert NCELoss()(scores, comp).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("similarity", [CosineSimilarity(temperature=0.1), DotSimilarity(temperature=0.1),
+                                        DotSimilarity(scale_by_sqrt_dim=True, tanh_clip=20.0)])
+def test_similarity_scores_stay_float32_under_bf16_autocast(similarity):
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 32, generator=generator), torch.randn(96, 32, generator=generator)
+    reference = similarity(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = similarity(a.bfloat16(), b)
+        plain_product = a @ b.t()
+    assert plain_product.dtype == torch.bfloat16  # autocast is really on here
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, similarity(a.bfloat16().float(), b))
+    assert (mixed - reference).abs().max() < 0.05 * reference.abs().max()
