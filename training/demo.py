@@ -91,7 +91,9 @@ def main(argv: List[str] | None = None) -> int:
     print(f"[4/5] zoo.load_encoder({NAME!r}, registry={str(registry)!r})", flush=True)
     encoder = zoo.load_encoder(NAME, registry=registry)
     preprocess = zoo.eval_transform(encoder)
-    random_encoder = zoo.load_encoder(NAME, pretrained=False, registry=registry)
+    with torch.random.fork_rng():  # the baseline's weights depend on this seed only, not on what training drew
+        torch.manual_seed(0)
+        random_encoder = zoo.load_encoder(NAME, pretrained=False, registry=registry)
 
     print("[5/5] evaluating on the Fashion-MNIST test set (kNN bank and probe: the 60k training images)", flush=True)
     mean, std = encoder.zoo_config["input"]["mean"][0], encoder.zoo_config["input"]["std"][0]
