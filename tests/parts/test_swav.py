@@ -262,6 +262,20 @@ def test_sinkhorn_and_queue_under_two_processes_equal_one_process_on_the_global_
     assert all(torch.allclose(r["queue"], ext.queue) for r in ranks)  # the gathered global batch, rank order
 
 
+def test_codes_are_computed_in_float32_under_bf16_autocast(encoder):
+    torch.manual_seed(0)
+    ext = make(encoder, queue_size=8, queue_start_epoch=0).eval()  # eval: the queue is read, not pushed
+    with torch.no_grad():
+        ext.queue.copy_(F.normalize(torch.randn(2, 8, 8), dim=2))
+        ext.queue_filled.fill_(8)
+    z = [F.normalize(torch.randn(4, 8), dim=1) for _ in range(2)]
+    reference = ext._codes(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ext._codes(z)
+    for ref, got in zip(reference, mixed):
+        assert got.dtype == torch.float32 and torch.equal(got, ref)
+
+
 
 
 def swav_module(**extract):

@@ -23,6 +23,7 @@ from zoo.parts.distributed import gather, world
 from zoo.parts.encoders.base import Encoder
 from zoo.parts.extract import EXTRACTORS, Comparison, ProjectionHead
 from zoo.parts.losses import LOSSES
+from zoo.parts.similarity import float32_scores
 
 
 def _all_reduce(x: Tensor, op: str = "sum") -> Tensor:
@@ -145,10 +146,10 @@ class PrototypeExtractor(nn.Module):
         codes = []
         for i, z in enumerate(large):
             z = z.detach().float()
-            scores = z @ weight.float().t()
+            scores = float32_scores(z, weight)  # float32 even under autocast: Sinkhorn exponentiates scores / 0.05
             if full:
                 mine = self.queue[i].tensor_split(size)[rank]  # each queued row enters Sinkhorn on one process only
-                scores = torch.cat([mine @ weight.float().t(), scores])
+                scores = torch.cat([float32_scores(mine, weight), scores])
             codes.append(sinkhorn(scores, self.epsilon, self.iterations)[-z.shape[0]:])
         if use_queue and self.training:  # after Sinkhorn: the current batch is not in its own queue
             self._push([gather(z.detach()) for z in large])
