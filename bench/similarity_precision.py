@@ -35,7 +35,7 @@ def gradient(loss_of, embeddings: torch.Tensor, autocast: bool):
 
 def report(name: str, loss_for) -> None:
     """``loss_for(similarity)`` returns a function of the embeddings to differentiate."""
-    ref_loss, ref_grad = gradient(loss_for(None), EMBEDDINGS[name], autocast=False)
+    ref_loss, ref_grad = gradient(loss_for(False), EMBEDDINGS[name], autocast=False)
     print(f"{name}: float32 loss {ref_loss:.5f}")
     for label, autocast, plain in (("bf16 autocast, plain product", True, True),
                                    ("bf16 autocast, our similarity part", True, False)):
