@@ -12,15 +12,17 @@ COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy")
 
 
 def lightning_cli(args: List[str], run: bool = True):
-    from pytorch_lightning.cli import LightningCLI
-
     from training.data import ImageDataModule
+    from training.fit_cli import ZooCLI, ZooTrainer
     from training.module import ContrastiveModule
+    from training.progress import ProgressLine
     from training.resume import ResumableTraining
 
-    # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption
-    return LightningCLI(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
-                        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [ResumableTraining()]})
+    # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption;
+    # ProgressLine replaces Lightning's bar (``--trainer.enable_progress_bar true`` brings the bar back)
+    return ZooCLI(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
+                  trainer_class=ZooTrainer, save_config_kwargs={"overwrite": True},
+                  trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()], "enable_progress_bar": False})
 
 
 def dashes_to_underscores(argv: List[str]) -> List[str]:

@@ -82,6 +82,12 @@ def epochs_trained(checkpoint: Mapping[str, Any]) -> int:
         return int(checkpoint.get("epoch", -1)) + 1
 
 
+def settings_of(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
+    """The hardware-dependent settings the run used (precision, channels_last, their reasons, the machine)."""
+    settings = checkpoint.get("zoo_settings")
+    return {"settings": dict(settings)} if isinstance(settings, Mapping) else {}
+
+
 def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
     hp = dict(ckpt["hyper_parameters"])
     method = resolve_method(hp.get("method"), name=hp.get("name"), **{c: hp.get(c) for c in CHARACTERISTICS})
@@ -124,7 +130,7 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
         "git_commit": git_commit(),
         "recipe": run_config(Path(ckpt), checkpoint),
         "training": {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
-                     **dict(training or {})},
+                     **settings_of(checkpoint), **dict(training or {})},
         "metrics": dict(metrics or {}),
         "metric_commands": dict(metric_commands or {}),
     }

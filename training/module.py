@@ -8,12 +8,13 @@ part when it names another one, so a new combination trains from YAML alone.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from training.hardware import resolve_channels_last
 from zoo.build import build_method
 from zoo.errors import ZooError
 from zoo.methods import resolve_method
@@ -28,7 +29,7 @@ class ContrastiveModule(pl.LightningModule):
                  extract: Optional[Dict[str, Any]] = None, similarity: Optional[Dict[str, Any]] = None,
                  loss: Optional[Dict[str, Any]] = None, optimizer: str = "adam", lr: float = 1e-3,
                  weight_decay: float = 0.0, momentum: float = 0.9, warmup_epochs: float = 0.0,
-                 schedule: str = "cosine", channels_last: bool = False) -> None:
+                 schedule: str = "cosine", channels_last: Union[bool, str] = "auto") -> None:
         """
         Args:
             method: a registered method row (``zoo.list_methods()``), or None to define one from the five parts.
@@ -44,7 +45,8 @@ class ContrastiveModule(pl.LightningModule):
             momentum: SGD momentum.
             warmup_epochs: linear warm-up length in epochs (may be fractional).
             schedule: 'cosine' (decay to 0 over training after warm-up) or 'constant'.
-            channels_last: run the encoder in channels-last memory format.
+            channels_last: run the encoder in channels-last memory format; ``auto`` chooses from the hardware
+                (``training.hardware.resolve_channels_last``).
         """
         super().__init__()
         if optimizer not in _OPTIMIZERS:
@@ -52,13 +54,14 @@ class ContrastiveModule(pl.LightningModule):
         if schedule not in _SCHEDULES:
             raise ZooError(f"unknown schedule {schedule!r}; use one of {list(_SCHEDULES)}")
         self.save_hyperparameters()
+        self.hparams.channels_last = resolve_channels_last(channels_last)[0]
         self.method = resolve_method(method, name=name, augment=augment, encoder=encoder, extract=extract,
                                      similarity=similarity, loss=loss)
         parts = build_method(self.method)
         self.augment = parts.augment
         self.encoder, self.extract, self.similarity, self.loss_fn = (
             parts.encoder, parts.extract, parts.similarity, parts.loss)
-        if channels_last:
+        if self.hparams.channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
 
     def _views(self, images: Tensor):

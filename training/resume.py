@@ -85,6 +85,12 @@ class ResumableTraining(pl.Callback):
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO is left alone
             strategy.checkpoint_io = AtomicCheckpointIO()
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: Dict[str, Any]) -> None:
+        settings = getattr(trainer, "zoo_settings", None)
+        if settings:  # the precision and memory format chosen for this hardware, and why (training.hardware)
+            checkpoint["zoo_settings"] = dict(settings)
+
     def state_dict(self) -> Dict[str, Any]:
         state = {"rng": rng_state()}
         batches = self._batches()

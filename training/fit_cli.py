@@ -1,0 +1,137 @@
+"""``python -m training fit``: LightningCLI with settings chosen from the hardware, quiet output and honest exits.
+
+- ``ZooTrainer`` accepts ``precision: auto`` (the recipes' value; also what an absent precision means) and
+  ``ZooCLI`` resolves it, and the module's ``channels_last: auto``, once at start from
+  :func:`training.hardware.probe`, prints the choice and the reason in one line, and records both in every
+  checkpoint (``checkpoint["zoo_settings"]``), from where export copies them into ``config.json``.
+- Messages a user cannot act on (Lightning's tips, dependency deprecation warnings) are silenced; progress is a
+  line every few seconds with rate and ETA (:class:`training.progress.ProgressLine`).
+- SIGTERM and Ctrl-C end the process non-zero with one line naming the last checkpoint and the resume command.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
+
+from training import hardware
+
+
+class Interrupted(Exception):
+    """Training was stopped by a signal; ``code`` is the process exit status (128 + signal number)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ZooTrainer(pl.Trainer):
+    """Lightning's Trainer, with ``precision`` that also takes ``auto`` (resolved by ``ZooCLI`` before this runs).
+
+    ``zoo_settings`` holds the resolved settings and their reasons; ``ResumableTraining`` writes them into every
+    checkpoint.
+    """
+
+    def __init__(self, *, precision: Optional[Union[str, int]] = hardware.AUTO, **kwargs: Any) -> None:
+        self.zoo_settings: Dict[str, Any] = {}
+        if precision is None or str(precision) == hardware.AUTO:  # built outside ZooCLI: resolve here
+            hw = hardware.probe()
+            precision, reason = hardware.resolve_precision(precision, kwargs.get("accelerator"), hw)
+            self.zoo_settings = {"precision": precision, "precision_reason": reason, "hardware": hw.to_dict()}
+        super().__init__(precision=precision, **kwargs)
+
+
+def quiet() -> None:
+    """Silence what a user cannot act on: Lightning's tips and notices, and third-party deprecation warnings."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "pytorch_lightning.accelerators.cuda", "lightning_fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
+    warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX|LitLogger|does not have many workers|"
+                                              r"isinstance\(treespec, LeafSpec\)).*")
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI that resolves the hardware-dependent settings, reports progress and turns signals into exits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        quiet()
+        self._signal: Optional[int] = None
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        hw = hardware.probe()
+        precision, reason = hardware.resolve_precision(config.trainer.precision, config.trainer.accelerator, hw)
+        config.trainer.precision = precision
+        model = config.model
+        requested = model.get("channels_last", hardware.AUTO) if hasattr(model, "get") else hardware.AUTO
+        channels_last, cl_reason = hardware.resolve_channels_last(requested)
+        if hasattr(model, "channels_last"):
+            model.channels_last = channels_last
+        self._settings = {"precision": precision, "precision_reason": reason, "channels_last": channels_last,
+                          "channels_last_reason": cl_reason, "hardware": hw.to_dict()}
+        print(f"precision {precision} ({reason}); channels_last {str(channels_last).lower()} ({cl_reason})",
+              flush=True)
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        settings = getattr(self, "_settings", None)
+        if settings is not None:
+            trainer.zoo_settings = settings
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT,)}
+        try:
+            super()._run_subcommand(subcommand)
+        except KeyboardInterrupt:  # raised before Lightning's own handler is in place (setup, data loading)
+            raise Interrupted(self._resume_hint("Ctrl-C"), 128 + signal.SIGINT) from None
+        except SystemExit as stop:  # Lightning: SIGTERMException(SystemExit) on SIGTERM; sys.exit(1) after Ctrl-C
+            if self.trainer.received_sigterm:
+                raise Interrupted(self._resume_hint("SIGTERM"), 128 + signal.SIGTERM) from None
+            if self.trainer.interrupted:
+                raise Interrupted(self._resume_hint("Ctrl-C"), 128 + signal.SIGINT) from None
+            raise stop
+        finally:
+            for sig, handler in previous.items():
+                if signal.getsignal(sig) is signal.SIG_IGN and handler is not None:
+                    signal.signal(sig, handler)
+
+    def _resume_hint(self, what: str) -> str:
+        last = latest_checkpoint(self.trainer)
+        argv = [a for a in sys.argv[1:] if a]
+        command = "python -m training " + " ".join(argv or ["fit", "--config", "RECIPE.yaml"])
+        if last is None:
+            return f"stopped by {what} before any checkpoint was written; nothing to resume, run again: {command}"
+        return (f"stopped by {what}; last checkpoint {last} (step {last_step(last)}); resume with: "
+                f"{command} --ckpt_path {last}")
+
+
+def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
+    """The newest checkpoint file any ModelCheckpoint of ``trainer`` wrote, or None."""
+    paths: List[Path] = []
+    for callback in trainer.checkpoint_callbacks:
+        for attr in ("last_model_path", "best_model_path"):
+            value = getattr(callback, attr, "")
+            if value and Path(value).is_file():
+                paths.append(Path(value))
+    return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
+
+
+def last_step(path: Path) -> Any:
+    try:
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=True).get("global_step", "?")
+    except Exception:  # the hint must not fail: the step is only a convenience
+        return "?"
