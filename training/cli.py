@@ -6,6 +6,7 @@ import json
 import sys
 from typing import List, Optional
 
+from training.fit_cli import Interrupted
 from zoo.errors import ZooError
 
 COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy")
@@ -60,4 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ZooError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"error: {stop}", file=sys.stderr)
+        return stop.code
     return 0

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import sys
 import warnings
@@ -57,7 +58,7 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
     warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX|LitLogger|does not have many workers|"
-                                              r"isinstance\(treespec, LeafSpec\)).*")
+                                              r"isinstance\(treespec, LeafSpec\)|is not supported by the model summary).*")
 
 
 class ZooCLI(LightningCLI):
@@ -65,7 +66,8 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         quiet()
-        self._signal: Optional[int] = None
+        given = kwargs.get("args")
+        self._argv = [str(a) for a in (given if isinstance(given, (list, tuple)) else sys.argv[1:])]
         super().__init__(*args, **kwargs)
 
     def before_instantiate_classes(self) -> None:
@@ -109,7 +111,13 @@ class ZooCLI(LightningCLI):
 
     def _resume_hint(self, what: str) -> str:
         last = latest_checkpoint(self.trainer)
-        argv = [a for a in sys.argv[1:] if a]
+        argv, skip = [], False
+        for arg in self._argv:  # the same command, less any --ckpt_path it already had
+            if skip or arg == "--ckpt_path":
+                skip = not skip
+                continue
+            if not arg.startswith("--ckpt_path="):
+                argv.append(shlex.quote(arg))
         command = "python -m training " + " ".join(argv or ["fit", "--config", "RECIPE.yaml"])
         if last is None:
             return f"stopped by {what} before any checkpoint was written; nothing to resume, run again: {command}"
