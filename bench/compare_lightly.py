@@ -1,25 +1,31 @@
 """Ours vs lightly 1.6.0 on the same job, side by side (a benchmark, not a test; lightly is a bench extra).
 
-``python bench/compare_lightly.py [--epochs 1] [--train-subset N] [--out FILE.json]``
+``python bench/compare_lightly.py [--epochs 1] [--train-subset N] [--precision auto] [--out FILE.json]``
 
 Fashion-MNIST (grey replicated to 3 channels, 32x32), torchvision resnet18 with its standard stem, batch 256,
 2 threads, SimCLR and BYOL with the same augmentation parameters, heads, optimizer (Adam, constant lr, no weight
-decay) and epochs on both sides:
+decay), epochs, precision and memory format on both sides:
 
 - ours: the recipe path, ``training.module.ContrastiveModule`` in a Lightning ``Trainer`` (uint8 images in memory,
-  batched augmentation on the training device, channels_last, bf16 autocast as our CPU recipes use);
+  batched augmentation on the training device);
 - lightly: a plain training loop built from lightly's own blocks (``SimCLRTransform`` / ``BYOLTransform`` per
   sample on PIL images through a ``DataLoader``, ``SimCLRProjectionHead`` + ``NTXentLoss``,
-  ``BYOLProjectionHead`` / ``BYOLPredictionHead`` + ``NegativeCosineSimilarity`` + ``update_momentum``), fp32.
+  ``BYOLProjectionHead`` / ``BYOLPredictionHead`` + ``NegativeCosineSimilarity`` + ``update_momentum``);
+- the ceiling (``bench/ceiling.py``): the same encoder, heads and optimizer stepping on views already made,
+  measured right before each side, so that each side's ``ceiling_fraction`` compares figures of the same minutes.
 
-Each side runs in its own process (so peak RSS is its own). Reported: views/s (median over training steps after
-3 warm-up steps, wall time between consecutive steps, so data loading and augmentation are included), peak RSS,
-and test kNN accuracy (k=200, cosine, exp(sim/0.1); same code both sides) after each epoch.
+Precision and memory format are what ``auto`` resolves to on this machine (``training.hardware``: fp32 on CPUs
+without native bf16, bf16 autocast on those with it; channels-last), for both sides; ``--precision`` and
+``--channels-last`` force others. Each side runs in its own process (so peak RSS is its own). Reported: views/s
+(median over training steps after 3 warm-up steps, wall time between consecutive steps, so data loading and
+augmentation are included), peak RSS, test kNN accuracy (k=200, cosine, exp(sim/0.1); same code both sides) after
+each epoch, the ceiling, and the CPU with whether it runs bf16 natively.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -27,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -79,7 +85,8 @@ def run_ours(method: str, args) -> Dict:
     module = ContrastiveModule(method=method, augment=aug, extract=HEADS[method],
                                encoder=dict(name="resnet", arch="resnet18", in_channels=3, small_image_stem=False),
                                similarity=dict(temperature=0.5) if method == "simclr" else None,
-                               optimizer="adam", lr=args.lr, schedule="constant", channels_last=True)
+                               optimizer="adam", lr=args.lr, schedule="constant",
+                               channels_last=args.channels_last == "true")
     times: List[float] = []
     knns: List[float] = []
 
@@ -90,7 +97,7 @@ def run_ours(method: str, args) -> Dict:
         def on_train_epoch_end(self, trainer, pl_module):
             knns.append(knn(pl_module.encoder, bank, test))
 
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, precision="bf16-mixed",
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, precision=args.precision,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[Probe()])
     trainer.fit(module, datamodule=dm)
@@ -129,6 +136,7 @@ def run_lightly(method: str, args) -> Dict:
     if method == "simclr":
         head = SimCLRProjectionHead(512, HEADS["simclr"]["head_hidden"], HEADS["simclr"]["head_out"])
         criterion, params = NTXentLoss(temperature=0.5), list(backbone.parameters()) + list(head.parameters())
+        target_backbone = target_head = predictor = None
     else:
         h = HEADS["byol"]
         head = BYOLProjectionHead(512, h["projector_hidden"], h["projector_out"])
@@ -140,21 +148,31 @@ def run_lightly(method: str, args) -> Dict:
         deactivate_requires_grad(target_head)
         criterion = NegativeCosineSimilarity()
         params = list(backbone.parameters()) + list(head.parameters()) + list(predictor.parameters())
+
+    def lightly_loss(x0, x1):
+        if method == "simclr":
+            return criterion(head(backbone(x0)), head(backbone(x1)))
+        tau = cosine_schedule(step, total, 0.99, 1.0)
+        update_momentum(backbone, target_backbone, tau)
+        update_momentum(head, target_head, tau)
+        p0, p1 = predictor(head(backbone(x0))), predictor(head(backbone(x1)))
+        with torch.no_grad():
+            z0, z1 = target_head(target_backbone(x0)), target_head(target_backbone(x1))
+        return 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+
     opt = torch.optim.Adam(params, lr=args.lr)
+    fmt = torch.channels_last if args.channels_last == "true" else torch.contiguous_format
+    for module in (backbone, head) if method == "simclr" else (backbone, head, predictor, target_backbone,
+                                                               target_head):
+        module.to(memory_format=fmt)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16-mixed"
+                else contextlib.nullcontext())
     times, knns, step, total = [], [], 0, args.epochs * len(loader)
     for _ in range(args.epochs):
         for views in loader:
-            x0, x1 = views[0], views[1]
-            if method == "simclr":
-                loss = criterion(head(backbone(x0)), head(backbone(x1)))
-            else:
-                tau = cosine_schedule(step, total, 0.99, 1.0)
-                update_momentum(backbone, target_backbone, tau)
-                update_momentum(head, target_head, tau)
-                p0, p1 = predictor(head(backbone(x0))), predictor(head(backbone(x1)))
-                with torch.no_grad():
-                    z0, z1 = target_head(target_backbone(x0)), target_head(target_backbone(x1))
-                loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
+            x0, x1 = views[0].contiguous(memory_format=fmt), views[1].contiguous(memory_format=fmt)
+            with autocast:
+                loss = lightly_loss(x0, x1)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -178,6 +196,26 @@ def summary(times: List[float], views_per_step: int, knns: List[float]) -> Dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "knn": knns}
 
 
+def resolve_settings(args) -> None:
+    """``auto`` precision and memory format resolved as ``python -m training fit`` would on this CPU."""
+    from training import hardware
+
+    args.precision = str(hardware.resolve_precision(args.precision, "cpu", hardware.probe())[0])
+    args.channels_last = str(hardware.resolve_channels_last(args.channels_last)[0]).lower()
+
+
+def child(passthrough: List[str], side: str, method: str) -> Optional[Dict]:
+    """Run one side in its own process (its own peak RSS); None, with its stderr shown, if it failed."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", side, method], capture_output=True,
+                          text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
+    return {**json.loads(lines[-1][7:]), "wall_s": time.perf_counter() - start}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
@@ -190,38 +228,55 @@ def main() -> int:
     parser.add_argument("--lightly-workers", type=int, default=0, help="DataLoader workers on lightly's side")
     parser.add_argument("--methods", nargs="+", default=["simclr", "byol"], choices=["simclr", "byol"])
     parser.add_argument("--seed", type=int, default=0, help="torch seed of both sides (initialisation, order, views)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"],
+                        help="both sides' precision (auto: training.hardware's choice for this CPU)")
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
+                        help="both sides' memory format (auto: training.hardware's choice)")
+    parser.add_argument("--ceiling-steps", type=int, default=20, help="steps of the ceiling before each side")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    resolve_settings(args)
     if args.child:
         side, method = args.child
         torch.manual_seed(args.seed)
         seed_numpy(args.seed)
-        result = (run_ours if side == "ours" else run_lightly)(method, args)
+        if side == "ceiling":
+            from ceiling import measure
+
+            result = measure(method, args.batch_size, precision=args.precision,
+                             channels_last=args.channels_last == "true", steps=args.ceiling_steps, lr=args.lr)
+        else:
+            result = (run_ours if side == "ours" else run_lightly)(method, args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
     passthrough = [a for a in sys.argv[1:] if a not in ("--out", args.out)]
+    passthrough += ["--precision", args.precision, "--channels-last", args.channels_last]
     results: Dict[str, Dict] = {}
     for method in args.methods:
         results[method] = {}
         for side in ("ours", "lightly"):
-            start = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", side, method],
-                                  capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(proc.stderr[-3000:], file=sys.stderr)
+            ceiling = child(passthrough, "ceiling", method)
+            result = child(passthrough, side, method)
+            if ceiling is None or result is None:
                 return 1
-            results[method][side] = {**json.loads(lines[-1][7:]), "wall_s": time.perf_counter() - start}
-            print(method, side, json.dumps(results[method][side]), flush=True)
+            result["ceiling_views_per_s"] = ceiling["views_per_s"]
+            result["ceiling_fraction"] = result["views_per_s"] / ceiling["views_per_s"]
+            results[method][side] = result
+            print(method, side, json.dumps(result), flush=True)
         ours, theirs = results[method]["ours"], results[method]["lightly"]
         results[method]["ratio_views_per_s"] = ours["views_per_s"] / theirs["views_per_s"]
         results[method]["ratio_peak_rss"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
         results[method]["knn_diff_last_epoch"] = ours["knn"][-1] - theirs["knn"][-1]
+    from training.hardware import cpu_name, native_cpu_bf16
+
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
-    print(json.dumps({m: {k: v for k, v in r.items() if k.startswith(("ratio", "knn_diff"))}
-                      for m, r in results.items() if m != "settings"}, indent=1))
+    results["machine"] = {"cpu": cpu_name(), "native_bf16": native_cpu_bf16(), "torch": torch.__version__,
+                          "threads": args.threads}
+    print(json.dumps({m: {**{k: v for k, v in r.items() if k.startswith(("ratio", "knn_diff"))},
+                          **{f"{side}_ceiling_fraction": r[side]["ceiling_fraction"] for side in ("ours", "lightly")}}
+                      for m, r in results.items() if m in args.methods}, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
