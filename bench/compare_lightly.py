@@ -6,7 +6,7 @@ Fashion-MNIST (grey replicated to 3 channels, 32x32), torchvision resnet18 with 
 2 threads, SimCLR and BYOL with the same augmentation parameters, heads, optimizer (Adam, constant lr, no weight
 decay) and epochs on both sides:
 
-- ours: the recipe path, ``training.module.ContrastiveModule`` in a Lightning ``Trainer`` (uint8 images in memory,
+- ours: the recipe path, ``training.pretrain.module.ContrastiveModule`` in a Lightning ``Trainer`` (uint8 images in memory,
   batched augmentation on the training device, channels_last, bf16 autocast as our CPU recipes use);
 - lightly: a plain training loop built from lightly's own blocks (``SimCLRTransform`` / ``BYOLTransform`` per
   sample on PIL images through a ``DataLoader``, ``SimCLRProjectionHead`` + ``NTXentLoss``,
@@ -39,7 +39,7 @@ HEADS = {"simclr": dict(head_hidden=512, head_out=128), "byol": dict(projector_h
 
 
 def fashion_mnist(train_subset: int, bank_subset: int, test_subset: int):
-    from training.data import FashionMNISTDataModule
+    from training.pretrain.data import FashionMNISTDataModule
 
     dm = FashionMNISTDataModule(train_subset=train_subset or None, knn_bank_subset=bank_subset or None)
     test = dm.split("test")
@@ -51,7 +51,7 @@ def fashion_mnist(train_subset: int, bank_subset: int, test_subset: int):
 
 @torch.no_grad()
 def knn(backbone: torch.nn.Module, bank, test) -> float:
-    from training.evaluation import knn_accuracy
+    from training.downstream.frozen import knn_accuracy
     from zoo.parts.augment import eval_preprocess
 
     backbone.eval()
@@ -69,7 +69,7 @@ def knn(backbone: torch.nn.Module, bank, test) -> float:
 def run_ours(method: str, args) -> Dict:
     import pytorch_lightning as pl
 
-    from training.module import ContrastiveModule
+    from training.pretrain.module import ContrastiveModule
 
     dm, _, bank, test = fashion_mnist(args.train_subset, args.bank_subset, args.test_subset)
     dm.batch_size = args.batch_size

@@ -8,8 +8,8 @@ given overrides, printing online kNN (k=200, 10k-image bank, 10k test) after eac
 """
 import sys, time, json, torch, zoo
 from zoo.build import build_method
-from training.data import FashionMNISTDataModule
-from training.evaluation import knn_accuracy, extract_features
+from training.pretrain.data import FashionMNISTDataModule
+from training.downstream.frozen import knn_accuracy, extract_features
 torch.manual_seed(0)
 cfg = json.loads(sys.argv[1])
 bf16 = cfg.pop("bf16", True); steps = cfg.pop("steps", 235); lr = cfg.pop("lr", 2e-3); bs = cfg.pop("bs", 256)

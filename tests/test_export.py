@@ -10,9 +10,9 @@ import torch
 import zoo
 import zoo.exported
 from tests.conftest import TINY
-from training.data import FashionMNISTDataModule
-from training.export import export_checkpoint
-from training.module import ContrastiveModule
+from training.pretrain.data import FashionMNISTDataModule
+from training.release.export import export_checkpoint
+from training.pretrain.module import ContrastiveModule
 from zoo.errors import ZooError
 
 
@@ -64,7 +64,7 @@ def test_export_refuses_to_overwrite_and_interrupted_export_leaves_nothing(check
         raise KeyboardInterrupt("killed mid-export")
 
     monkeypatch.setattr(zoo.exported, "render_card", crash, raising=False)
-    monkeypatch.setattr("training.export.render_card", crash)
+    monkeypatch.setattr("training.release.export.render_card", crash)
     with pytest.raises(KeyboardInterrupt):
         export_checkpoint(ckpt=str(path), out=str(tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()

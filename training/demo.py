@@ -17,10 +17,10 @@ import torch
 
 import zoo
 from training.cli import lightning_cli
-from training.data import FashionMNISTDataModule
-from training.evaluation import evaluate_frozen, frozen_features
-from training.export import export_checkpoint, machine
-from training.publish import publish
+from training.pretrain.data import FashionMNISTDataModule
+from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.release.export import export_checkpoint, machine
+from training.release.publish import publish
 from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 

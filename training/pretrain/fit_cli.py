@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Union
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
-from training import hardware
+from training.pretrain import hardware
 
 
 class Interrupted(Exception):

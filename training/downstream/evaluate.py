@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 import zoo
-from training.evaluation import extract_features, fit_linear_probe, knn_scores, split_indices
-from training.finetune import finetune, predict
+from training.downstream.frozen import extract_features, fit_linear_probe, knn_scores, split_indices
+from training.downstream.finetune import finetune, predict
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -111,7 +111,7 @@ def _batches(x: Tensor, y: Tensor, size: int = 1024):
 def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2):
     """An ImageFolder dataset: ``root/train`` + ``root/test`` (or ``root/val``), or one folder of class folders
     split by a seeded permutation into train and test (``test_fraction``)."""
-    from training.data import ImageFolderDataModule, SplitFolderDataModule
+    from training.pretrain.data import ImageFolderDataModule, SplitFolderDataModule
 
     path = Path(root).expanduser()
     if not path.is_dir():
@@ -125,7 +125,7 @@ def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: f
 
 
 def datamodule_for(data: str, root: Optional[str], download: bool, encoder, seed: int = 0):
-    from training import data as datamodules
+    from training.pretrain import data as datamodules
 
     named = {"fashion_mnist": datamodules.FashionMNISTDataModule, "cifar10": datamodules.CIFAR10DataModule,
              "stl10": datamodules.STL10DataModule}
@@ -188,7 +188,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
     if out:
-        from training.plots import plot_embedding
+        from training.downstream.plots import plot_embedding
         from zoo.atomic import atomic_write_text
 
         atomic_write_text(Path(out), json.dumps(result, indent=2) + "\n")
@@ -197,7 +197,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
             result["embedding_png"] = str(plot_embedding(embedding, labels, Path(out).with_suffix(".png"),
                                                          f"{encoder} on {dataset}: test embeddings (PCA)"))
     if record:
-        from training.results import record_result
+        from training.release.results import record_result
 
         result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", result["top1"], command,
                                               registry=registry)

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from training.hardware import resolve_channels_last
+from training.pretrain.hardware import resolve_channels_last
 from zoo.build import build_method
 from zoo.errors import ZooError
 from zoo.methods import resolve_method

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from training.publish import package_where
+from training.release.publish import package_where
 from zoo.cards import render_card
 from zoo.errors import ZooError
 from zoo.exported import CARD, CONFIG, WEIGHTS, read_config

@@ -276,7 +276,7 @@ def _plain(value: Any) -> Any:
 def export_config(format: str, basename: str, ckpt: Mapping[str, Any], hparams: Mapping[str, Any], method: Any,
                   encoder: Any, *, name: Optional[str], dataset: Optional[str],
                   grid: Optional[Tuple[int, int]]) -> Dict[str, Any]:
-    """``config.json`` contents, built as ``training.export.export_checkpoint`` builds them."""
+    """``config.json`` contents, built as ``training.release.export.export_checkpoint`` builds them."""
     aug = method.augment.kwargs
     training: Dict[str, Any] = {"source": f"imported from {format} checkpoint {basename}"}
     for key in ("epoch", "global_step"):
