@@ -14,27 +14,18 @@ import json
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 import zoo
-from training.downstream.frozen import extract_features, fit_linear_probe, knn_scores, split_indices
+from training.downstream.frozen import frozen_evaluation, frozen_features, labelled_loaders, split_indices, topk
 from training.downstream.finetune import finetune, predict
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")
 DATASETS = ("fashion_mnist", "cifar10", "stl10")
-
-
-def topk(scores: Tensor, labels: Tensor, num_classes: int) -> Dict[str, float]:
-    from torchmetrics.functional.classification import multiclass_accuracy
-
-    out = {"top1": multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=1).item()}
-    if num_classes > 5:
-        out["top5"] = multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=5).item()
-    return out
 
 
 def load_images(loader) -> Tuple[Tensor, Tensor]:
@@ -47,15 +38,18 @@ def load_images(loader) -> Tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels).long()
 
 
-def labelled_loaders(datamodule):
-    """(labelled training loader, test loader): our datamodules' un-augmented ``knn_bank_dataloader``, or any
-    LightningDataModule's ``train_dataloader`` / ``test_dataloader`` after its own ``setup``."""
-    if hasattr(datamodule, "knn_bank_dataloader"):
-        return datamodule.knn_bank_dataloader(), datamodule.test_dataloader()
-    for stage in ("fit", "test"):
-        if hasattr(datamodule, "setup"):
-            datamodule.setup(stage)
-    return datamodule.train_dataloader(), datamodule.test_dataloader()
+def evaluate_features(encode: Callable[[Tensor], Tensor], datamodule, protocol: str = "knn", *, k: int = 200,
+                      temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> Dict[str, Any]:
+    """kNN or linear-probe test accuracy of the frozen features ``encode`` gives (``frozen_evaluation``, the one
+    path the demo and ``ship_weights`` use too); a JSON-able dict plus the test ``embedding`` (features)."""
+    start = time.perf_counter()
+    scores = frozen_evaluation(encode, datamodule, (protocol,), k=k, temperature=temperature,
+                               val_fraction=val_fraction, seed=seed)
+    result: Dict[str, Any] = {"protocol": protocol, **{key: scores[key] for key in (
+        "num_classes", "n_fit", "n_val", "n_test", "dims")}, **scores[protocol]}
+    result["embedding"], result["embedding_labels"] = scores["test_features"]
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
 
 
 def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn", *, k: int = 200,
@@ -66,6 +60,9 @@ def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn"
     if protocol not in PROTOCOLS:
         raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     preprocess = zoo.eval_transform(encoder)
+    if protocol != "finetune":
+        return evaluate_features(frozen_features(encoder, preprocess), datamodule, protocol, k=k,
+                                 temperature=temperature, val_fraction=val_fraction, seed=seed)
     train_loader, test_loader = labelled_loaders(datamodule)
     train_x, train_y = load_images(train_loader)
     test_x, test_y = load_images(test_loader)
@@ -76,36 +73,13 @@ def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn"
     start = time.perf_counter()
     result: Dict[str, Any] = {"protocol": protocol, "num_classes": num_classes, "n_fit": len(fit_idx),
                               "n_val": len(val_idx), "n_test": len(test_x)}
-    if protocol == "finetune":
-        model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
-                               (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
-                               encoder_lr=encoder_lr, train_last=train_last, seed=seed)
-        scores = predict(model, test_x)
-        result.update(val_top1=info["val_top1"], history=info["history"], train_last=train_last, epochs=epochs)
-    else:
-        encoder.eval()
-        encode = lambda x: encoder(preprocess(x))  # noqa: E731
-        feats = extract_features(encode, _batches(train_x, train_y))
-        test = extract_features(encode, _batches(test_x, test_y))
-        if protocol == "knn":  # no hyper-parameter is chosen: the bank is the whole training split
-            val_scores = knn_scores(feats[0][val_idx], feats[0][fit_idx], feats[1][fit_idx], num_classes, k,
-                                    temperature)
-            result["val_top1"] = topk(val_scores, feats[1][val_idx], num_classes)["top1"]
-            scores = knn_scores(test[0], feats[0], feats[1], num_classes, k, temperature)
-            result.update(k=k, temperature=temperature)
-        else:
-            probe = fit_linear_probe((feats[0][fit_idx], feats[1][fit_idx]), (feats[0][val_idx], feats[1][val_idx]),
-                                     num_classes, seed=seed)
-            scores = probe["predict"](test[0])
-            result.update(val_top1=probe["val_acc"], weight_decay=probe["weight_decay"])
-        result["embedding"] = test[0]
-    result.update(topk(scores, test_y, num_classes))
+    model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
+                           (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
+                           encoder_lr=encoder_lr, train_last=train_last, seed=seed)
+    result.update(val_top1=info["val_top1"], history=info["history"], train_last=train_last, epochs=epochs)
+    result.update(topk(predict(model, test_x), test_y, num_classes))
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
-
-
-def _batches(x: Tensor, y: Tensor, size: int = 1024):
-    return ((x[i:i + size], y[i:i + size]) for i in range(0, len(x), size))
 
 
 def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2):
@@ -185,6 +159,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
                               seed=seed, epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
                               batch_size=batch_size)
     embedding = result.pop("embedding", None)
+    result.pop("embedding_labels", None)
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
     if out:
