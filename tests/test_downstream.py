@@ -100,7 +100,7 @@ def test_evaluate_command_on_a_png_folder_of_another_size_and_channel_count(tmp_
     pngs = write_png_folder(tmp_path / "pngs")
     out = tmp_path / f"{protocol}.json"
     rc = main(["evaluate", "--encoder", str(folder), "--data", str(pngs), "--protocol", protocol, "--out", str(out),
-               "--batch-size", "8", "--k", "5", *(["--epochs", "8", "--lr", "0.05"] if protocol == "finetune" else [])])
+               "--record", str(folder), "--batch-size", "8", "--k", "5", *(["--epochs", "8", "--lr", "0.05"] if protocol == "finetune" else [])])
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["data"] == "folder:pngs" and result["n_test"] == 4 and result["n_fit"] + result["n_val"] == 20
@@ -121,7 +121,7 @@ def test_evaluate_records_into_a_registry_entry_and_its_package_card(tmp_path, f
     reg = tmp_path / "weights" / "registry.json"
     publish(str(make_export(tmp_path / "exp", seed=0)), package=True, registry=str(reg))
     result = evaluate(encoder="yadim.tiny", data="fashion_mnist", root=str(fmnist_dir), protocol="knn",
-                      registry=str(reg), k=5)
+                      registry=str(reg), record=str(reg), k=5)
     entry = json.loads(reg.read_text())["entries"]["yadim.tiny"]
     assert entry["metrics"]["fashion_mnist/knn"] == round(result["top1"], 4) and result["num_classes"] == 4
     assert f"{round(result['top1'], 4):.4f}" in zoo.get_card("yadim.tiny", registry=reg)
@@ -156,7 +156,7 @@ def main_raise(args):
     from training.downstream.evaluate import evaluate
 
     kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
-    return evaluate(record=False, **kwargs)
+    return evaluate(**kwargs)
 
 
 def test_any_lightning_datamodule_works(tmp_path):

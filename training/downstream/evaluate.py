@@ -11,6 +11,7 @@ thing model selection looks at; the test split is touched once, at the end. Accu
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from pathlib import Path
@@ -124,10 +125,11 @@ def reproducing_command(given: Dict[str, Any]) -> str:
 
 
 def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[str] = None, download: bool = False,
-             out: Optional[str] = None, record: bool = True, registry: Optional[str] = None, k: int = 200,
-             temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3,
-             encoder_lr: float = 1e-4, train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
-    """Evaluate a pretrained encoder on a labelled dataset.
+             out: Optional[str] = None, record: Optional[str] = None, developer: bool = False,
+             baselines: bool = False, registry: Optional[str] = None, k: int = 200, temperature: float = 0.1,
+             val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4,
+             train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
+    """Evaluate a pretrained encoder on a labelled dataset; by default only prints (nothing is written).
 
     Args:
         encoder: a registry name, ``hf-hub:ORG/NAME[@REV]`` or an exported folder.
@@ -136,9 +138,14 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
             finetune (encoder + linear head trained end to end).
         root: where the named datasets are (default: their usual places).
         download: download a named dataset when it is missing.
-        out: results JSON to write (and the PNG of the test embeddings beside it).
-        record: add the test top-1 to the entry's model card and registry entry (or the folder's card).
-        registry: the weights registry to resolve and record names in (default: the package's).
+        out: where to write the results JSON (and the PNG of the test embeddings beside it): a ``.json`` file, or
+            a folder that gets ``ENCODER_DATA_PROTOCOL.json`` (ENCODER's last path part). Default: print only.
+        record: record the test top-1 there: a weights registry file defining the entry (its registry entry and
+            its card are updated together), or the exported folder that is the encoder. Default: record nothing.
+        developer: allow ``record`` to write into the installed package's own weights (maintainers only).
+        baselines: also evaluate the random-init encoder of the same architecture and raw pixels, same protocol,
+            and print the three rows as a table.
+        registry: the weights registry to resolve names in (default: the package's, read only).
         k: neighbours for knn.
         temperature: vote temperature for knn.
         val_fraction: share of the training split held out for model selection.
@@ -153,27 +160,58 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
                  temperature=temperature, val_fraction=val_fraction, seed=seed, epochs=epochs, lr=lr,
                  encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
     command = reproducing_command(given)
+    if record:
+        from training.release.results import check_record_target
+
+        check_record_target(record, developer)  # before the work: a refused target costs nothing
     model = zoo.load_encoder(encoder, registry=registry)
     dm = datamodule_for(data, root, download, model, seed)
-    result = evaluate_encoder(model, dm, protocol, k=k, temperature=temperature, val_fraction=val_fraction,
-                              seed=seed, epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
-                              batch_size=batch_size)
-    embedding = result.pop("embedding", None)
-    result.pop("embedding_labels", None)
+    options = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
+    tuning = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
+    result = evaluate_encoder(model, dm, protocol, **options, **tuning)
+    embedding, labels = result.pop("embedding", None), result.pop("embedding_labels", None)
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
+    if baselines:
+        result["baselines"] = baseline_rows(encoder, registry, model, dm, protocol, result, options, tuning)
     if out:
-        from training.downstream.plots import plot_embedding
-        from zoo.atomic import atomic_write_text
-
-        atomic_write_text(Path(out), json.dumps(result, indent=2) + "\n")
-        if embedding is not None:
-            labels = load_images(dm.test_dataloader())[1]
-            result["embedding_png"] = str(plot_embedding(embedding, labels, Path(out).with_suffix(".png"),
-                                                         f"{encoder} on {dataset}: test embeddings (PCA)"))
+        write_outputs(Path(out), result, embedding, labels, f"{encoder} on {dataset}: test embeddings (PCA)")
     if record:
         from training.release.results import record_result
 
         result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", result["top1"], command,
-                                              registry=registry)
+                                              record=record, registry=registry, developer=developer)
     return result
+
+
+def baseline_rows(spec: str, registry: Optional[str], model: torch.nn.Module, dm, protocol: str,
+                  result: Dict[str, Any], options: Dict[str, Any], tuning: Dict[str, Any]) -> list:
+    """The evaluated encoder's row beside the random-init encoder's and raw pixels' (same protocol; raw pixels
+    get the linear probe when the protocol is finetune: there is no encoder to tune), printed as a table."""
+    from training.downstream.baselines import RANDOM_INIT, RAW_PIXELS, random_init_encoder, raw_pixels, row, table
+
+    random_model = random_init_encoder(spec, registry)
+    pixels_protocol = "linear" if protocol == "finetune" else protocol
+    rows = [
+        row(RAW_PIXELS, evaluate_features(raw_pixels(model), dm, pixels_protocol, **options)),
+        row(RANDOM_INIT, evaluate_encoder(random_model, dm, protocol, **options, **tuning)),
+        row(f"{spec} (pretrained)", {"dims": int(model.num_features), **result}),
+    ]
+    print(table(rows), flush=True)
+    return rows
+
+
+def write_outputs(out: Path, result: Dict[str, Any], embedding: Optional[Tensor], labels: Optional[Tensor],
+                  title: str) -> None:
+    """The results JSON at ``out`` (a ``.json`` file, or a folder it goes into) and the embedding PNG beside it."""
+    from training.downstream.plots import plot_embedding
+    from zoo.atomic import atomic_write_text
+
+    if out.suffix != ".json":
+        slug = "_".join([Path(str(result["encoder"])).name, str(result["data"]), str(result["protocol"])])
+        out = out / (re.sub(r"[^A-Za-z0-9_.-]+", "-", slug).strip("-.") + ".json")
+    if embedding is not None:
+        result["embedding_png"] = str(out.with_suffix(".png"))
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    if embedding is not None:
+        plot_embedding(embedding, labels, out.with_suffix(".png"), title)
