@@ -90,7 +90,7 @@ def test_a_failure_between_the_registry_and_the_card_changes_neither(fmnist_dir,
         return real_replace(src, dst)
 
     monkeypatch.setattr(results.os, "replace", crash_on_the_card)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(zoo.ZooError, match="disk full \\(simulated\\); nothing was changed"):
         evaluate(encoder="yadim.tiny", data="fashion_mnist", root=str(fmnist_dir), registry=str(reg),
                  record=str(reg), k=5)
     assert {p: p.read_bytes() for p in (reg, card)} == before
@@ -102,11 +102,16 @@ def test_a_failure_between_the_registry_and_the_card_changes_neither(fmnist_dir,
     assert f"{round(result['top1'], 4):.4f}" in card.read_text()
 
 
-def test_record_targets_are_checked_before_any_work(tmp_path, capsys):
+def test_bad_record_and_out_targets_give_one_error_line(fmnist_dir, tmp_path, capsys):
     folder = make_export(tmp_path / "exp", seed=0)
     other = make_export(tmp_path / "other", seed=1)
     assert main(["evaluate", "--encoder", str(folder), "--data", "fashion_mnist", "--record",
                  str(tmp_path / "missing.json")]) == 2
     assert "no such registry file or exported folder" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["evaluate", "--encoder", str(folder), "--data", "fashion_mnist", "--root", str(fmnist_dir),
+                 "--k", "5", "--out", str(tmp_path / "a_file" / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the results to") and err.count("\n") == 1
     with pytest.raises(zoo.ZooError, match="--record must be that folder"):
         results.record_result(str(folder), "x/knn", 0.5, None, record=str(other))

@@ -212,6 +212,9 @@ def write_outputs(out: Path, result: Dict[str, Any], embedding: Optional[Tensor]
         out = out / (re.sub(r"[^A-Za-z0-9_.-]+", "-", slug).strip("-.") + ".json")
     if embedding is not None:
         result["embedding_png"] = str(out.with_suffix(".png"))
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    if embedding is not None:
-        plot_embedding(embedding, labels, out.with_suffix(".png"), title)
+    try:
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        if embedding is not None:
+            plot_embedding(embedding, labels, out.with_suffix(".png"), title)
+    except OSError as err:
+        raise ZooError(f"cannot write the results to {out}: {err}") from None

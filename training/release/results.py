@@ -70,7 +70,7 @@ def record_result(spec: str, key: str, value: float, command: Optional[str], *, 
         config.setdefault("metric_commands", {})[key] = command
         card = render_card(config, load_id=str(source.folder))
         replace_together([(source.folder / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n"),
-                          (source.folder / CARD, card)])
+                          (source.folder / CARD, card)], where=record)
         return f"{source.folder / CARD}"
     if source.entry is None:
         raise ZooError(f"{spec} has no registry entry nor exported folder to record into")
@@ -86,7 +86,7 @@ def record_result(spec: str, key: str, value: float, command: Optional[str], *, 
     with FileLock(str(target.with_name(f".{target.name}.lock")), timeout=60):  # as publishers lock it
         files = [(target, updated_registry_text(target, entry.name, data))]
         files += package_card(entry, data, developer)
-        replace_together(files)
+        replace_together(files, where=record)
     if entry.kind != "package":
         return f"{target} (registry only: the card in the hub repository is not rewritten)"
     return f"{target} and {files[1][0]}"
@@ -115,8 +115,9 @@ def updated_registry_text(path: Path, name: str, data: Dict) -> str:
         return copy.read_text()
 
 
-def replace_together(files: List[Tuple[Path, str]]) -> None:
-    """Replace each ``(path, text)`` so that either all of them change or none does.
+def replace_together(files: List[Tuple[Path, str]], where: str = "") -> None:
+    """Replace each ``(path, text)`` so that either all of them change or none does; an OS error (disk full,
+    permissions) becomes one ZooError line saying that nothing was changed.
 
     Every new text is written and fsynced to a temporary file beside its target and every old file is copied
     aside first; then the temporaries are renamed over the targets in order. If any step fails, the targets
@@ -134,12 +135,14 @@ def replace_together(files: List[Tuple[Path, str]]) -> None:
         for path, new, old in staged:
             os.replace(new, path)
             replaced.append((path, old))
-    except BaseException:
+    except BaseException as err:
         for path, old in reversed(replaced):
             if old is not None:
                 os.replace(old, path)
             else:
                 path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ZooError(f"could not record into {where or files[0][0]}: {err}; nothing was changed") from None
         raise
     finally:
         for _, new, old in staged:
