@@ -6,15 +6,15 @@ Fashion-MNIST (grey replicated to 3 channels, 32x32), torchvision resnet18 with 
 2 threads, SimCLR and BYOL with the same augmentation parameters, heads, optimizer (Adam, constant lr, no weight
 decay), epochs, precision and memory format on both sides:
 
-- ours: the recipe path, ``training.module.ContrastiveModule`` in a Lightning ``Trainer`` (uint8 images in memory,
-  batched augmentation on the training device);
+- ours: the recipe path, ``training.pretrain.module.ContrastiveModule`` in a Lightning ``Trainer`` (uint8 images
+  in memory, batched augmentation on the training device);
 - lightly: a plain training loop built from lightly's own blocks (``SimCLRTransform`` / ``BYOLTransform`` per
   sample on PIL images through a ``DataLoader``, ``SimCLRProjectionHead`` + ``NTXentLoss``,
   ``BYOLProjectionHead`` / ``BYOLPredictionHead`` + ``NegativeCosineSimilarity`` + ``update_momentum``);
 - the ceiling (``bench/ceiling.py``): the same encoder, heads and optimizer stepping on views already made,
   measured right before each side, so that each side's ``ceiling_fraction`` compares figures of the same minutes.
 
-Precision and memory format are what ``auto`` resolves to on this machine (``training.hardware``: fp32 on CPUs
+Precision and memory format are what ``auto`` resolves to on this machine (``training.pretrain.hardware``: fp32 on CPUs
 without native bf16, bf16 autocast on those with it; channels-last), for both sides; ``--precision`` and
 ``--channels-last`` force others. Each side runs in its own process (so peak RSS is its own). Reported: views/s
 (median over training steps after 3 warm-up steps, wall time between consecutive steps, so data loading and
@@ -45,7 +45,7 @@ HEADS = {"simclr": dict(head_hidden=512, head_out=128), "byol": dict(projector_h
 
 
 def fashion_mnist(train_subset: int, bank_subset: int, test_subset: int):
-    from training.data import FashionMNISTDataModule
+    from training.pretrain.data import FashionMNISTDataModule
 
     dm = FashionMNISTDataModule(train_subset=train_subset or None, knn_bank_subset=bank_subset or None)
     test = dm.split("test")
@@ -57,7 +57,7 @@ def fashion_mnist(train_subset: int, bank_subset: int, test_subset: int):
 
 @torch.no_grad()
 def knn(backbone: torch.nn.Module, bank, test) -> float:
-    from training.evaluation import knn_accuracy
+    from training.downstream.frozen import knn_accuracy
     from zoo.parts.augment import eval_preprocess
 
     backbone.eval()
@@ -75,7 +75,7 @@ def knn(backbone: torch.nn.Module, bank, test) -> float:
 def run_ours(method: str, args) -> Dict:
     import pytorch_lightning as pl
 
-    from training.module import ContrastiveModule
+    from training.pretrain.module import ContrastiveModule
 
     dm, _, bank, test = fashion_mnist(args.train_subset, args.bank_subset, args.test_subset)
     dm.batch_size = args.batch_size
@@ -198,7 +198,7 @@ def summary(times: List[float], views_per_step: int, knns: List[float]) -> Dict:
 
 def resolve_settings(args) -> None:
     """``auto`` precision and memory format resolved as ``python -m training fit`` would on this CPU."""
-    from training import hardware
+    from training.pretrain import hardware
 
     args.precision = str(hardware.resolve_precision(args.precision, "cpu", hardware.probe())[0])
     args.channels_last = str(hardware.resolve_channels_last(args.channels_last)[0]).lower()
@@ -229,9 +229,9 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["simclr", "byol"], choices=["simclr", "byol"])
     parser.add_argument("--seed", type=int, default=0, help="torch seed of both sides (initialisation, order, views)")
     parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"],
-                        help="both sides' precision (auto: training.hardware's choice for this CPU)")
+                        help="both sides' precision (auto: training.pretrain.hardware's choice for this CPU)")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
-                        help="both sides' memory format (auto: training.hardware's choice)")
+                        help="both sides' memory format (auto: training.pretrain.hardware's choice)")
     parser.add_argument("--ceiling-steps", type=int, default=20, help="steps of the ceiling before each side")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
@@ -269,7 +269,7 @@ def main() -> int:
         results[method]["ratio_views_per_s"] = ours["views_per_s"] / theirs["views_per_s"]
         results[method]["ratio_peak_rss"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
         results[method]["knn_diff_last_epoch"] = ours["knn"][-1] - theirs["knn"][-1]
-    from training.hardware import cpu_name, native_cpu_bf16
+    from training.pretrain.hardware import cpu_name, native_cpu_bf16
 
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
     results["machine"] = {"cpu": cpu_name(), "native_bf16": native_cpu_bf16(), "torch": torch.__version__,

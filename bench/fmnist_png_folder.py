@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from training.data import FashionMNISTDataModule
+from training.pretrain.data import FashionMNISTDataModule
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 

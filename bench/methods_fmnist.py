@@ -29,9 +29,9 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
 
     import zoo
     from training.cli import lightning_cli
-    from training.data import FashionMNISTDataModule
-    from training.evaluation import evaluate_frozen, frozen_features
-    from training.export import export_checkpoint
+    from training.pretrain.data import FashionMNISTDataModule
+    from training.downstream.frozen import evaluate_frozen, frozen_features
+    from training.release.export import export_checkpoint
     from zoo.build import build_encoder
 
     recipe = ROOT / "training" / "recipes" / method / "fashion_mnist.yaml"

@@ -8,8 +8,8 @@ given overrides, printing online kNN (k=200, 10k-image bank, 10k test) after eac
 """
 import sys, time, json, torch, zoo
 from zoo.build import build_method
-from training.data import FashionMNISTDataModule
-from training.evaluation import knn_accuracy, extract_features
+from training.pretrain.data import FashionMNISTDataModule
+from training.downstream.frozen import frozen_evaluation
 torch.manual_seed(0)
 cfg = json.loads(sys.argv[1])
 bf16 = cfg.pop("bf16", True); steps = cfg.pop("steps", 235); lr = cfg.pop("lr", 2e-3); bs = cfg.pop("bs", 256)
@@ -23,8 +23,8 @@ opt = torch.optim.Adam(params, lr)
 def evalk():
     enc.eval()
     f = lambda x: enc(b.augment.eval_transform(x).contiguous(memory_format=torch.channels_last))
-    bank = extract_features(f, dm.knn_bank_dataloader()); test = extract_features(f, dm.test_dataloader())
-    enc.train(); return knn_accuracy(bank, test)
+    acc = frozen_evaluation(f, dm, ("knn",))["knn"]["top1"]  # the evaluation every caller shares
+    enc.train(); return acc
 print(sys.argv[1], flush=True)
 t0 = time.time(); step = 0
 while step < steps:

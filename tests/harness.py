@@ -3,7 +3,7 @@
 import pytorch_lightning as pl
 import torch
 
-from training.data import FashionMNISTDataModule
+from training.pretrain.data import FashionMNISTDataModule
 
 
 class GradientProbe(pl.Callback):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.conftest import write_idx
-from training.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
-from training.evaluation import knn_predict, linear_probe_accuracy
+from training.pretrain.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
+from training.downstream.frozen import knn_predict, linear_probe_accuracy
 from zoo.errors import ZooError
 
 
@@ -91,7 +91,7 @@ def test_linear_probe_separates_a_linear_problem():
 
 
 def test_evaluate_frozen_on_the_tiny_dataset(fmnist_dir):
-    from training.evaluation import evaluate_frozen, frozen_features
+    from training.downstream.frozen import evaluate_frozen, frozen_features
 
     import zoo
     dm = FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8)

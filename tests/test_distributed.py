@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.module import ContrastiveModule
+from training.pretrain.module import ContrastiveModule
 from tests.scripts import ddp_step  # noqa: F401  (registers the test encoder)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ from PIL import Image
 import zoo
 from tests.zoo_exports import make_export
 from training.cli import main
-from training.data import SplitFolderDataModule
-from training.downstream import evaluate_encoder, split_indices
-from training.evaluation import fit_linear_probe, knn_scores
-from training.finetune import finetune
+from training.pretrain.data import SplitFolderDataModule
+from training.downstream.evaluate import evaluate_encoder, split_indices
+from training.downstream.frozen import fit_linear_probe, knn_scores
+from training.downstream.finetune import finetune
 from zoo.errors import ZooError
 
 
@@ -39,7 +39,7 @@ def test_linear_probe_recovers_a_linearly_separable_toy_problem():
 
 
 def test_top5_is_reported_above_five_classes():
-    from training.downstream import topk
+    from training.downstream.evaluate import topk
 
     scores = torch.eye(10)[[1, 2, 3]] + torch.linspace(0, 0.5, 10)  # class 1, 2, 3 first, then 9, 8, 7, 6 ...
     labels = torch.tensor([1, 9, 0])
@@ -100,7 +100,7 @@ def test_evaluate_command_on_a_png_folder_of_another_size_and_channel_count(tmp_
     pngs = write_png_folder(tmp_path / "pngs")
     out = tmp_path / f"{protocol}.json"
     rc = main(["evaluate", "--encoder", str(folder), "--data", str(pngs), "--protocol", protocol, "--out", str(out),
-               "--batch-size", "8", "--k", "5", *(["--epochs", "8", "--lr", "0.05"] if protocol == "finetune" else [])])
+               "--record", str(folder), "--batch-size", "8", "--k", "5", *(["--epochs", "8", "--lr", "0.05"] if protocol == "finetune" else [])])
     assert rc == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["data"] == "folder:pngs" and result["n_test"] == 4 and result["n_fit"] + result["n_val"] == 20
@@ -115,13 +115,13 @@ def test_evaluate_command_on_a_png_folder_of_another_size_and_channel_count(tmp_
 
 
 def test_evaluate_records_into_a_registry_entry_and_its_package_card(tmp_path, fmnist_dir):
-    from training.downstream import evaluate
-    from training.publish import publish
+    from training.downstream.evaluate import evaluate
+    from training.release.publish import publish
 
     reg = tmp_path / "weights" / "registry.json"
     publish(str(make_export(tmp_path / "exp", seed=0)), package=True, registry=str(reg))
     result = evaluate(encoder="yadim.tiny", data="fashion_mnist", root=str(fmnist_dir), protocol="knn",
-                      registry=str(reg), k=5)
+                      registry=str(reg), record=str(reg), k=5)
     entry = json.loads(reg.read_text())["entries"]["yadim.tiny"]
     assert entry["metrics"]["fashion_mnist/knn"] == round(result["top1"], 4) and result["num_classes"] == 4
     assert f"{round(result['top1'], 4):.4f}" in zoo.get_card("yadim.tiny", registry=reg)
@@ -153,10 +153,10 @@ def test_bad_datasets_each_give_one_clear_error(tmp_path):
 
 
 def main_raise(args):
-    from training.downstream import evaluate
+    from training.downstream.evaluate import evaluate
 
     kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
-    return evaluate(record=False, **kwargs)
+    return evaluate(**kwargs)
 
 
 def test_any_lightning_datamodule_works(tmp_path):

@@ -1,5 +1,5 @@
 """Settings chosen from the hardware, through the real CLI, with the hardware probe faked at its one place
-(``training.hardware.probe``); and what a user sees when training is stopped by a signal."""
+(``training.pretrain.hardware.probe``); and what a user sees when training is stopped by a signal."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import hardware
+from training.pretrain import hardware
 from training.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

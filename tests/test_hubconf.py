@@ -8,7 +8,7 @@ import torch
 
 import zoo
 from tests.zoo_exports import make_export, outputs
-from training.publish import publish
+from training.release.publish import publish
 
 REPO_DIR = str(Path(__file__).resolve().parents[1])
 

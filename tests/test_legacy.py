@@ -1,4 +1,4 @@
-"""training.legacy: legacy checkpoints (pl_bolts SimCLR / SwAV / CPC v2, facebookresearch/swav) -> exported folders.
+"""training.release.legacy: legacy checkpoints (pl_bolts SimCLR / SwAV / CPC v2, facebookresearch/swav) -> exported folders.
 
 Each checkpoint is synthetic: random weights in the source's exact key layout, saved as plain dicts of tensors
 (so ``weights_only`` loading reads them). The imported encoder must give the same features as a reference network
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchvision
 
 import zoo
-from training.legacy import FORMATS, import_legacy
+from training.release.legacy import FORMATS, import_legacy
 from zoo.errors import ZooError
 
 UNPICKLED: List[str] = []

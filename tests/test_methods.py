@@ -6,8 +6,8 @@ import torch
 
 import zoo
 from tests.conftest import TINY
-from training.data import FashionMNISTDataModule
-from training.module import ContrastiveModule
+from training.pretrain.data import FashionMNISTDataModule
+from training.pretrain.module import ContrastiveModule
 from tests.harness import fit_two_steps
 
 

@@ -4,10 +4,10 @@ import pytorch_lightning as pl
 import torch
 
 from tests.conftest import TINY
-from training.callbacks import OnlineLinear
+from training.pretrain.callbacks import OnlineLinear
 from training.cli import main
-from training.data import FashionMNISTDataModule
-from training.module import ContrastiveModule
+from training.pretrain.data import FashionMNISTDataModule
+from training.pretrain.module import ContrastiveModule
 
 
 def fit(data_dir, callbacks, root):

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import yaml
 
 import zoo
-from training.module import ContrastiveModule
+from training.pretrain.module import ContrastiveModule
 from zoo.build import build_method
 
 RECIPES = Path(__file__).resolve().parents[1] / "training" / "recipes"

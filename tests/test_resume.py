@@ -14,12 +14,12 @@ import torch
 import yaml
 
 from tests.conftest import TINY
-import training.batches as batches_module
-from training.batches import ResumableBatches
-from training.data import FashionMNISTDataModule, InMemoryImages, batch_as_is
-from training.export import epochs_trained, read_checkpoint
-from training.module import ContrastiveModule
-from training.resume import AtomicCheckpointIO, ResumableTraining
+import training.pretrain.batches as batches_module
+from training.pretrain.batches import ResumableBatches
+from training.pretrain.data import FashionMNISTDataModule, InMemoryImages, batch_as_is
+from training.release.export import epochs_trained, read_checkpoint
+from training.pretrain.module import ContrastiveModule
+from training.pretrain.resume import AtomicCheckpointIO, ResumableTraining
 from zoo.errors import ZooError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def write_config(run: Path, data: Path, method: str) -> Path:
                         {"class_path": "tests.scripts.faults.KillAtStep"}]},
         "model": {"method": method, **STATEFUL[method], "optimizer": OPTIMIZER[method], "lr": 0.05,
                   "warmup_epochs": 1, "schedule": "cosine"},
-        "data": {"class_path": "training.data.FashionMNISTDataModule",
+        "data": {"class_path": "training.pretrain.data.FashionMNISTDataModule",
                  "init_args": {"root": str(data), "batch_size": 8, "train_subset": 8 * STEPS_PER_EPOCH}},
     }
     path = run / "run.yaml"

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from tests.zoo_exports import make_export, outputs
-from training.publish import publish
+from training.release.publish import publish
 from zoo.errors import UnknownNameError, ZooError
 from zoo.weights import WeightsRegistry
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import TINY
-from training.export import export_checkpoint
+from training.release.export import export_checkpoint
 from zoo.build import build_encoder
 from zoo.methods import resolve_method
 

@@ -6,18 +6,18 @@ import json
 import sys
 from typing import List, Optional
 
-from training.fit_cli import Interrupted
+from training.pretrain.fit_cli import Interrupted
 from zoo.errors import ZooError
 
 COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy")
 
 
 def lightning_cli(args: List[str], run: bool = True):
-    from training.data import ImageDataModule
-    from training.fit_cli import ZooCLI, ZooTrainer
-    from training.module import ContrastiveModule
-    from training.progress import ProgressLine
-    from training.resume import ResumableTraining
+    from training.pretrain.data import ImageDataModule
+    from training.pretrain.fit_cli import ZooCLI, ZooTrainer
+    from training.pretrain.module import ContrastiveModule
+    from training.pretrain.progress import ProgressLine
+    from training.pretrain.resume import ResumableTraining
 
     # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption;
     # ProgressLine replaces Lightning's bar (``--trainer.enable_progress_bar true`` brings the bar back)
@@ -43,11 +43,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if argv and argv[0] in COMMANDS:
             from jsonargparse import auto_cli
 
-            from training.downstream import evaluate
-            from training.export import export_checkpoint
-            from training.legacy import import_legacy
-            from training.plots import plot_run
-            from training.publish import publish
+            from training.downstream.evaluate import evaluate
+            from training.release.export import export_checkpoint
+            from training.release.legacy import import_legacy
+            from training.downstream.plots import plot_run
+            from training.release.publish import publish
 
             commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
                         "import-legacy": import_legacy}

@@ -16,13 +16,13 @@ from typing import Callable, Dict, List
 import torch
 
 import zoo
-from training import hardware
+from training.pretrain import hardware
 from training.cli import lightning_cli
-from training.data import FashionMNISTDataModule
-from training.evaluation import evaluate_frozen, frozen_features
-from training.export import export_checkpoint, machine
-from training.fit_cli import Interrupted
-from training.publish import publish
+from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.pretrain.data import FashionMNISTDataModule
+from training.pretrain.fit_cli import Interrupted
+from training.release.export import export_checkpoint, machine
+from training.release.publish import publish
 from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 

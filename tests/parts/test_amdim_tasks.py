@@ -8,7 +8,7 @@ import torch
 
 import zoo
 import zoo.parts.amdim_tasks as amdim_tasks  # registers "multi_map"
-from training.module import ContrastiveModule
+from training.pretrain.module import ContrastiveModule
 from zoo.parts.amdim_tasks import MultiMapExtractor, parse_tasks
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity

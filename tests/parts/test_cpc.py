@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import zoo
 import zoo.parts.cpc as cpc
-from training.module import ContrastiveModule
+from training.pretrain.module import ContrastiveModule
 from zoo.parts.cpc import CPCContextExtractor, ContextNetwork, future_indices
 from zoo.parts.encoders.base import Encoder
 from zoo.parts.losses import NCELoss

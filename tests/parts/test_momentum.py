@@ -199,13 +199,13 @@ def test_teacher_is_frozen_checkpointed_and_follows_online(make):
 # Lightning is imported inside the functions below so that the DDP workers spawned at the end start fast.
 
 def module_for(**parts):
-    from training.module import ContrastiveModule
+    from training.pretrain.module import ContrastiveModule
     return ContrastiveModule(method=None, encoder={"name": "amdim", **TINY_AMDIM}, **parts)
 
 
 def fit(module, data_dir, max_steps, callbacks=()):
     import pytorch_lightning as pl
-    from training.data import FashionMNISTDataModule
+    from training.pretrain.data import FashionMNISTDataModule
 
     trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
@@ -283,7 +283,7 @@ def test_ddp_ranks_enqueue_the_global_batch_in_rank_order(tmp_path):
 
 def test_teacher_updates_once_per_optimizer_step_with_progress_reaching_one(fmnist_dir):
     import pytorch_lightning as pl
-    from training.data import FashionMNISTDataModule
+    from training.pretrain.data import FashionMNISTDataModule
 
     module = module_for(augment={"name": "byol", "size": 32, "mean": [0.5], "std": [0.25]},
                         extract={"name": "momentum_predictor", "projector_hidden": 8, "projector_out": 4,

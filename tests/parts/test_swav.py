@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import zoo
 import zoo.parts.swav  # noqa: F401  (registers 'prototypes' and 'swapped_prediction')
-from training.module import ContrastiveModule
+from training.pretrain.module import ContrastiveModule
 from zoo.parts.extract import Comparison
 from zoo.parts.similarity import CosineSimilarity
 from zoo.parts.swav import SwappedPredictionLoss, sinkhorn

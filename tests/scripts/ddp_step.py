@@ -14,8 +14,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from training.data import FashionMNISTDataModule
-from training.module import ContrastiveModule
+from training.pretrain.data import FashionMNISTDataModule
+from training.pretrain.module import ContrastiveModule
 from zoo.parts.encoders.base import ENCODERS, Encoder
 
 

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from training.hardware import resolve_channels_last
+from training.pretrain.hardware import resolve_channels_last
 from zoo.build import build_method
 from zoo.errors import ZooError
 from zoo.methods import resolve_method
@@ -46,7 +46,7 @@ class ContrastiveModule(pl.LightningModule):
             warmup_epochs: linear warm-up length in epochs (may be fractional).
             schedule: 'cosine' (decay to 0 over training after warm-up) or 'constant'.
             channels_last: run the encoder in channels-last memory format; ``auto`` chooses from the hardware
-                (``training.hardware.resolve_channels_last``).
+                (``training.pretrain.hardware.resolve_channels_last``).
         """
         super().__init__()
         if optimizer not in _OPTIMIZERS:

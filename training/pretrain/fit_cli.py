@@ -2,10 +2,10 @@
 
 - ``ZooTrainer`` accepts ``precision: auto`` (the recipes' value; also what an absent precision means) and
   ``ZooCLI`` resolves it, and the module's ``channels_last: auto``, once at start from
-  :func:`training.hardware.probe`, prints the choice and the reason in one line, and records both in every
+  :func:`training.pretrain.hardware.probe`, prints the choice and the reason in one line, and records both in every
   checkpoint (``checkpoint["zoo_settings"]``), from where export copies them into ``config.json``.
 - Messages a user cannot act on (Lightning's tips, dependency deprecation warnings) are silenced; progress is a
-  line every few seconds with rate and ETA (:class:`training.progress.ProgressLine`).
+  line every few seconds with rate and ETA (:class:`training.pretrain.progress.ProgressLine`).
 - SIGTERM and Ctrl-C end the process non-zero with one line naming the last checkpoint and the resume command.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Union
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
-from training import hardware
+from training.pretrain import hardware
 
 
 class Interrupted(Exception):

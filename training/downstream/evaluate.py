@@ -11,30 +11,22 @@ thing model selection looks at; the test split is touched once, at the end. Accu
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 import zoo
-from training.evaluation import extract_features, fit_linear_probe, knn_scores, split_indices
-from training.finetune import finetune, predict
+from training.downstream.frozen import frozen_evaluation, frozen_features, labelled_loaders, split_indices, topk
+from training.downstream.finetune import finetune, predict
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")
 DATASETS = ("fashion_mnist", "cifar10", "stl10")
-
-
-def topk(scores: Tensor, labels: Tensor, num_classes: int) -> Dict[str, float]:
-    from torchmetrics.functional.classification import multiclass_accuracy
-
-    out = {"top1": multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=1).item()}
-    if num_classes > 5:
-        out["top5"] = multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=5).item()
-    return out
 
 
 def load_images(loader) -> Tuple[Tensor, Tensor]:
@@ -47,15 +39,18 @@ def load_images(loader) -> Tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels).long()
 
 
-def labelled_loaders(datamodule):
-    """(labelled training loader, test loader): our datamodules' un-augmented ``knn_bank_dataloader``, or any
-    LightningDataModule's ``train_dataloader`` / ``test_dataloader`` after its own ``setup``."""
-    if hasattr(datamodule, "knn_bank_dataloader"):
-        return datamodule.knn_bank_dataloader(), datamodule.test_dataloader()
-    for stage in ("fit", "test"):
-        if hasattr(datamodule, "setup"):
-            datamodule.setup(stage)
-    return datamodule.train_dataloader(), datamodule.test_dataloader()
+def evaluate_features(encode: Callable[[Tensor], Tensor], datamodule, protocol: str = "knn", *, k: int = 200,
+                      temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> Dict[str, Any]:
+    """kNN or linear-probe test accuracy of the frozen features ``encode`` gives (``frozen_evaluation``, the one
+    path the demo and ``ship_weights`` use too); a JSON-able dict plus the test ``embedding`` (features)."""
+    start = time.perf_counter()
+    scores = frozen_evaluation(encode, datamodule, (protocol,), k=k, temperature=temperature,
+                               val_fraction=val_fraction, seed=seed)
+    result: Dict[str, Any] = {"protocol": protocol, **{key: scores[key] for key in (
+        "num_classes", "n_fit", "n_val", "n_test", "dims")}, **scores[protocol]}
+    result["embedding"], result["embedding_labels"] = scores["test_features"]
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
 
 
 def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn", *, k: int = 200,
@@ -66,6 +61,9 @@ def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn"
     if protocol not in PROTOCOLS:
         raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     preprocess = zoo.eval_transform(encoder)
+    if protocol != "finetune":
+        return evaluate_features(frozen_features(encoder, preprocess), datamodule, protocol, k=k,
+                                 temperature=temperature, val_fraction=val_fraction, seed=seed)
     train_loader, test_loader = labelled_loaders(datamodule)
     train_x, train_y = load_images(train_loader)
     test_x, test_y = load_images(test_loader)
@@ -76,42 +74,19 @@ def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn"
     start = time.perf_counter()
     result: Dict[str, Any] = {"protocol": protocol, "num_classes": num_classes, "n_fit": len(fit_idx),
                               "n_val": len(val_idx), "n_test": len(test_x)}
-    if protocol == "finetune":
-        model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
-                               (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
-                               encoder_lr=encoder_lr, train_last=train_last, seed=seed)
-        scores = predict(model, test_x)
-        result.update(val_top1=info["val_top1"], history=info["history"], train_last=train_last, epochs=epochs)
-    else:
-        encoder.eval()
-        encode = lambda x: encoder(preprocess(x))  # noqa: E731
-        feats = extract_features(encode, _batches(train_x, train_y))
-        test = extract_features(encode, _batches(test_x, test_y))
-        if protocol == "knn":  # no hyper-parameter is chosen: the bank is the whole training split
-            val_scores = knn_scores(feats[0][val_idx], feats[0][fit_idx], feats[1][fit_idx], num_classes, k,
-                                    temperature)
-            result["val_top1"] = topk(val_scores, feats[1][val_idx], num_classes)["top1"]
-            scores = knn_scores(test[0], feats[0], feats[1], num_classes, k, temperature)
-            result.update(k=k, temperature=temperature)
-        else:
-            probe = fit_linear_probe((feats[0][fit_idx], feats[1][fit_idx]), (feats[0][val_idx], feats[1][val_idx]),
-                                     num_classes, seed=seed)
-            scores = probe["predict"](test[0])
-            result.update(val_top1=probe["val_acc"], weight_decay=probe["weight_decay"])
-        result["embedding"] = test[0]
-    result.update(topk(scores, test_y, num_classes))
+    model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
+                           (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
+                           encoder_lr=encoder_lr, train_last=train_last, seed=seed)
+    result.update(val_top1=info["val_top1"], history=info["history"], train_last=train_last, epochs=epochs)
+    result.update(topk(predict(model, test_x), test_y, num_classes))
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
-
-
-def _batches(x: Tensor, y: Tensor, size: int = 1024):
-    return ((x[i:i + size], y[i:i + size]) for i in range(0, len(x), size))
 
 
 def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2):
     """An ImageFolder dataset: ``root/train`` + ``root/test`` (or ``root/val``), or one folder of class folders
     split by a seeded permutation into train and test (``test_fraction``)."""
-    from training.data import ImageFolderDataModule, SplitFolderDataModule
+    from training.pretrain.data import ImageFolderDataModule, SplitFolderDataModule
 
     path = Path(root).expanduser()
     if not path.is_dir():
@@ -125,7 +100,7 @@ def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: f
 
 
 def datamodule_for(data: str, root: Optional[str], download: bool, encoder, seed: int = 0):
-    from training import data as datamodules
+    from training.pretrain import data as datamodules
 
     named = {"fashion_mnist": datamodules.FashionMNISTDataModule, "cifar10": datamodules.CIFAR10DataModule,
              "stl10": datamodules.STL10DataModule}
@@ -150,10 +125,11 @@ def reproducing_command(given: Dict[str, Any]) -> str:
 
 
 def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[str] = None, download: bool = False,
-             out: Optional[str] = None, record: bool = True, registry: Optional[str] = None, k: int = 200,
-             temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3,
-             encoder_lr: float = 1e-4, train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
-    """Evaluate a pretrained encoder on a labelled dataset.
+             out: Optional[str] = None, record: Optional[str] = None, developer: bool = False,
+             baselines: bool = False, registry: Optional[str] = None, k: int = 200, temperature: float = 0.1,
+             val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4,
+             train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
+    """Evaluate a pretrained encoder on a labelled dataset; by default only prints (nothing is written).
 
     Args:
         encoder: a registry name, ``hf-hub:ORG/NAME[@REV]`` or an exported folder.
@@ -162,9 +138,14 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
             finetune (encoder + linear head trained end to end).
         root: where the named datasets are (default: their usual places).
         download: download a named dataset when it is missing.
-        out: results JSON to write (and the PNG of the test embeddings beside it).
-        record: add the test top-1 to the entry's model card and registry entry (or the folder's card).
-        registry: the weights registry to resolve and record names in (default: the package's).
+        out: where to write the results JSON (and the PNG of the test embeddings beside it): a ``.json`` file, or
+            a folder that gets ``ENCODER_DATA_PROTOCOL.json`` (ENCODER's last path part). Default: print only.
+        record: record the test top-1 there: a weights registry file defining the entry (its registry entry and
+            its card are updated together), or the exported folder that is the encoder. Default: record nothing.
+        developer: allow ``record`` to write into the installed package's own weights (maintainers only).
+        baselines: also evaluate the random-init encoder of the same architecture and raw pixels, same protocol,
+            and print the three rows as a table.
+        registry: the weights registry to resolve names in (default: the package's, read only).
         k: neighbours for knn.
         temperature: vote temperature for knn.
         val_fraction: share of the training split held out for model selection.
@@ -179,26 +160,61 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
                  temperature=temperature, val_fraction=val_fraction, seed=seed, epochs=epochs, lr=lr,
                  encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
     command = reproducing_command(given)
+    if record:
+        from training.release.results import check_record_target
+
+        check_record_target(record, developer)  # before the work: a refused target costs nothing
     model = zoo.load_encoder(encoder, registry=registry)
     dm = datamodule_for(data, root, download, model, seed)
-    result = evaluate_encoder(model, dm, protocol, k=k, temperature=temperature, val_fraction=val_fraction,
-                              seed=seed, epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
-                              batch_size=batch_size)
-    embedding = result.pop("embedding", None)
+    options = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
+    tuning = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
+    result = evaluate_encoder(model, dm, protocol, **options, **tuning)
+    embedding, labels = result.pop("embedding", None), result.pop("embedding_labels", None)
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
+    if baselines:
+        result["baselines"] = baseline_rows(encoder, registry, model, dm, protocol, result, options, tuning)
     if out:
-        from training.plots import plot_embedding
-        from zoo.atomic import atomic_write_text
-
-        atomic_write_text(Path(out), json.dumps(result, indent=2) + "\n")
-        if embedding is not None:
-            labels = load_images(dm.test_dataloader())[1]
-            result["embedding_png"] = str(plot_embedding(embedding, labels, Path(out).with_suffix(".png"),
-                                                         f"{encoder} on {dataset}: test embeddings (PCA)"))
+        write_outputs(Path(out), result, embedding, labels, f"{encoder} on {dataset}: test embeddings (PCA)")
     if record:
-        from training.results import record_result
+        from training.release.results import record_result
 
         result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", result["top1"], command,
-                                              registry=registry)
+                                              record=record, registry=registry, developer=developer)
     return result
+
+
+def baseline_rows(spec: str, registry: Optional[str], model: torch.nn.Module, dm, protocol: str,
+                  result: Dict[str, Any], options: Dict[str, Any], tuning: Dict[str, Any]) -> list:
+    """The evaluated encoder's row beside the random-init encoder's and raw pixels' (same protocol; raw pixels
+    get the linear probe when the protocol is finetune: there is no encoder to tune), printed as a table."""
+    from training.downstream.baselines import RANDOM_INIT, RAW_PIXELS, random_init_encoder, raw_pixels, row, table
+
+    random_model = random_init_encoder(spec, registry)
+    pixels_protocol = "linear" if protocol == "finetune" else protocol
+    rows = [
+        row(RAW_PIXELS, evaluate_features(raw_pixels(model), dm, pixels_protocol, **options)),
+        row(RANDOM_INIT, evaluate_encoder(random_model, dm, protocol, **options, **tuning)),
+        row(f"{spec} (pretrained)", {"dims": int(model.num_features), **result}),
+    ]
+    print(table(rows), flush=True)
+    return rows
+
+
+def write_outputs(out: Path, result: Dict[str, Any], embedding: Optional[Tensor], labels: Optional[Tensor],
+                  title: str) -> None:
+    """The results JSON at ``out`` (a ``.json`` file, or a folder it goes into) and the embedding PNG beside it."""
+    from training.downstream.plots import plot_embedding
+    from zoo.atomic import atomic_write_text
+
+    if out.suffix != ".json":
+        slug = "_".join([Path(str(result["encoder"])).name, str(result["data"]), str(result["protocol"])])
+        out = out / (re.sub(r"[^A-Za-z0-9_.-]+", "-", slug).strip("-.") + ".json")
+    if embedding is not None:
+        result["embedding_png"] = str(out.with_suffix(".png"))
+    try:
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        if embedding is not None:
+            plot_embedding(embedding, labels, out.with_suffix(".png"), title)
+    except OSError as err:
+        raise ZooError(f"cannot write the results to {out}: {err}") from None

@@ -1,6 +1,6 @@
 """Train, evaluate and ship the zoo's built-in weights: every method with its Fashion-MNIST recipe.
 
-``python -m training.ship_weights [--methods yadim simclr ...] [--reuse-runs]`` runs, for each method,
+``python -m training.release.ship_weights [--methods yadim simclr ...] [--reuse-runs]`` runs, for each method,
 
 1. ``python -m training fit --config training/recipes/METHOD/fashion_mnist.yaml`` (timed; ``--reuse-runs`` takes
    an existing run under ``--runs`` and its recorded wall time instead of training again),
@@ -24,13 +24,13 @@ from typing import Dict, List, Optional
 
 import zoo
 from training.cli import lightning_cli
-from training.data import FashionMNISTDataModule
-from training.evaluation import evaluate_frozen, frozen_features
-from training.export import export_checkpoint, machine
-from training.publish import publish
+from training.pretrain.data import FashionMNISTDataModule
+from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.release.export import export_checkpoint, machine
+from training.release.publish import publish
 from zoo.weights import PACKAGE_REGISTRY
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 METHODS = ["yadim", "simclr", "moco_v2", "byol", "swav", "amdim", "cpc_v2"]
 
 
@@ -75,7 +75,7 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
                 "command": f"python -m training fit --config training/recipes/{method}/fashion_mnist.yaml",
                 "wall_seconds": round(seconds, 1), "machine": machine(),
                 **({"wall_seconds_note": note} if note else {}),
-                "shipped_by": "python -m training.ship_weights"}
+                "shipped_by": "python -m training.release.ship_weights"}
     with tempfile.TemporaryDirectory(prefix="zoo-ship-") as tmp:
         folder = Path(tmp) / name
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", training=training)
@@ -83,7 +83,7 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
         start = time.perf_counter()
         scores = evaluate_frozen(frozen_features(encoder, zoo.eval_transform(encoder)), dm)
         metrics = {"fashion_mnist/knn": round(scores["knn"], 4), "fashion_mnist/linear": round(scores["linear"], 4)}
-        how = ("python -m training.ship_weights (k=200, t=0.1 kNN and L-BFGS linear probe on frozen features; "
+        how = ("python -m training.release.ship_weights (k=200, t=0.1 kNN and L-BFGS linear probe on frozen features; "
                "bank/probe: the 60k training images)")
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", overwrite=True,
                           training=training, metrics=metrics, metric_commands={k: how for k in metrics})

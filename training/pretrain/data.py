@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from training.batches import ResumableBatches
+from training.pretrain.batches import ResumableBatches
 from zoo.errors import ZooError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -6,7 +6,7 @@ interrupted. What makes that hold:
 
 - Lightning's checkpoint: weights, EMA teachers, queues and prototypes (module state), optimizer, scheduler,
   loop counters (epoch, step, batch within the epoch);
-- ``training.batches.ResumableBatches``: the data order and the batches already served this epoch;
+- ``training.pretrain.batches.ResumableBatches``: the data order and the batches already served this epoch;
 - ``ResumableTraining`` (this module, added to every ``python -m training fit``): the random number generators
   that draw the augmentations, saved with every checkpoint and restored before the first resumed step, and
   checkpoint files written atomically (``AtomicCheckpointIO``), so a kill while saving leaves the previous
@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from training.batches import ResumableBatches
+from training.pretrain.batches import ResumableBatches
 from zoo.atomic import atomic_file
 from zoo.errors import ZooError, first_line
 
@@ -88,7 +88,7 @@ class ResumableTraining(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: Dict[str, Any]) -> None:
         settings = getattr(trainer, "zoo_settings", None)
-        if settings:  # the precision and memory format chosen for this hardware, and why (training.hardware)
+        if settings:  # the precision and memory format chosen for this hardware, and why (training.pretrain.hardware)
             checkpoint["zoo_settings"] = dict(settings)
 
     def state_dict(self) -> Dict[str, Any]:

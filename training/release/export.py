@@ -14,7 +14,7 @@ import zoo
 from zoo.build import build_encoder
 from zoo.cards import render_card
 from zoo.errors import ZooError, first_line
-from zoo.exported import FORMAT, load_state_strict, write_exported
+from zoo.exported import FORMAT, load_exported, load_state_strict, write_exported
 from zoo.methods import resolve_method
 from zoo.spec import CHARACTERISTICS
 
@@ -115,30 +115,58 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
     """
     checkpoint = read_checkpoint(ckpt)
     method, encoder = encoder_from_checkpoint(checkpoint)
+    run = {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
+           **settings_of(checkpoint), **dict(training or {})}
+    folder = write_export(out, method, encoder, name=name, dataset=dataset, recipe=run_config(Path(ckpt), checkpoint),
+                          training=run, metrics=metrics, metric_commands=metric_commands, overwrite=overwrite)
+    return str(folder)
+
+
+def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
+                    recipe: Mapping[str, Any], training: Mapping[str, Any],
+                    metrics: Optional[Mapping[str, float]] = None,
+                    metric_commands: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """The ``config.json`` of an exported folder, the one builder for trained and imported (legacy) encoders.
+
+    The input block comes from the method's augmentation: its size (an int or [h, w]), normalisation (one
+    channel's statistics replicated for a grey dataset fed to a 3-channel trunk) and, for patch-grid methods
+    (CPC), the patch grid evaluation encodes and averages over.
+    """
     aug = method.augment.kwargs
-    size = aug["size"] if isinstance(aug["size"], list) else [aug["size"], aug["size"]]
-    config = {
+    size = aug["size"] if isinstance(aug["size"], (list, tuple)) else [aug["size"], aug["size"]]
+    channels = int(encoder.in_channels)
+    mean, std = [float(m) for m in aug["mean"]], [float(s) for s in aug["std"]]
+    if len(mean) != channels:
+        mean, std = mean[:1] * channels, std[:1] * channels
+    config: Dict[str, Any] = {
         "format": FORMAT,
         "name": name,
         "dataset": dataset,
         "method": method.to_dict(),
         "encoder": method.encoder.to_dict(),
         "num_features": int(encoder.num_features),
-        "input": {"channels": int(encoder.in_channels), "size": [int(s) for s in size],
-                  "mean": [float(m) for m in aug["mean"]], "std": [float(s) for s in aug["std"]]},
+        "input": {"channels": channels, "size": [int(s) for s in size], "mean": mean, "std": std},
         "package_version": zoo.__version__,
         "git_commit": git_commit(),
-        "recipe": run_config(Path(ckpt), checkpoint),
-        "training": {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
-                     **settings_of(checkpoint), **dict(training or {})},
+        "recipe": dict(recipe),
+        "training": dict(training),
         "metrics": dict(metrics or {}),
         "metric_commands": dict(metric_commands or {}),
     }
-    if "patch" in aug:  # patch-grid methods (CPC): evaluation encodes the same grid and averages over it
+    if "patch" in aug:
         config["input"].update(patch=int(aug["patch"]), overlap=int(aug.get("overlap", 0)))
-    if len(config["input"]["mean"]) != config["input"]["channels"]:
-        # grey datasets fed to a 3-channel encoder: the eval transform replicates the grey channel
-        config["input"]["mean"] = config["input"]["mean"][:1] * config["input"]["channels"]
-        config["input"]["std"] = config["input"]["std"][:1] * config["input"]["channels"]
-    folder = write_exported(out, encoder, config, render_card(config, load_id=str(out)), overwrite=overwrite)
-    return str(folder)
+    return config
+
+
+def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
+                 recipe: Mapping[str, Any], training: Mapping[str, Any],
+                 metrics: Optional[Mapping[str, float]] = None, metric_commands: Optional[Mapping[str, str]] = None,
+                 where: Optional[str] = None, overwrite: bool = False) -> Path:
+    """Build the config (``exported_config``) and card, write the folder atomically (``zoo.exported.write_exported``:
+    staged beside ``out``, validated, then renamed) and check that it loads back strictly."""
+    config = exported_config(method, encoder, name=name, dataset=dataset, recipe=recipe, training=training,
+                             metrics=metrics, metric_commands=metric_commands)
+    card = render_card(config, load_id=str(out), **({"where": where} if where else {}))
+    folder = write_exported(out, encoder, config, card, overwrite=overwrite)
+    load_exported(folder)  # the written folder must load back strictly
+    return folder

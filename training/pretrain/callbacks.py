@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from training.evaluation import extract_features, knn_accuracy
+from training.downstream.frozen import extract_features, knn_accuracy
 
 
 class OnlineKNN(pl.Callback):

@@ -40,11 +40,10 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-import zoo
+from training.release.export import write_export
 from zoo.build import build_encoder
-from zoo.cards import render_card
 from zoo.errors import ZooError
-from zoo.exported import FORMAT, load_exported, load_state_strict, write_exported
+from zoo.exported import load_state_strict
 from zoo.methods import get_method
 from zoo.parts.encoders.cpc_resnet import STEM_CHANNELS
 from zoo.spec import Part
@@ -129,13 +128,13 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
         if key.endswith("num_batches_tracked") and key not in inner:
             inner[key] = torch.zeros_like(value)
     load_state_strict(encoder, inner, f"{Path(path).name} ({format} encoder weights)")
-    config = export_config(format, Path(path).name, ckpt if isinstance(ckpt, Mapping) else {}, hparams, method,
-                           encoder, name=name, dataset=dataset, grid=grid)
     where = (f"Imported from a legacy {format} checkpoint ({Path(path).name}) into a local exported folder; "
              "not published to any hub yet.")
-    folder = write_exported(out, encoder, config, render_card(config, load_id=str(out), where=where),
-                            overwrite=overwrite)
-    load_exported(folder)  # the written folder must load back strictly
+    folder = write_export(out, method, encoder, name=name, dataset=dataset, where=where, overwrite=overwrite,
+                          recipe={"legacy_format": format, "legacy_checkpoint": Path(path).name,
+                                  "legacy_hyper_parameters": _plain(hparams)},
+                          training=imported_training(format, Path(path).name,
+                                                     ckpt if isinstance(ckpt, Mapping) else {}))
     return str(folder)
 
 
@@ -273,27 +272,10 @@ def _plain(value: Any) -> Any:
     return value if ok else repr(value)
 
 
-def export_config(format: str, basename: str, ckpt: Mapping[str, Any], hparams: Mapping[str, Any], method: Any,
-                  encoder: Any, *, name: Optional[str], dataset: Optional[str],
-                  grid: Optional[Tuple[int, int]]) -> Dict[str, Any]:
-    """``config.json`` contents, built as ``training.export.export_checkpoint`` builds them."""
-    aug = method.augment.kwargs
+def imported_training(format: str, basename: str, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``training`` block of an imported folder's config: where it came from, and the checkpoint's counters."""
     training: Dict[str, Any] = {"source": f"imported from {format} checkpoint {basename}"}
     for key in ("epoch", "global_step"):
         if isinstance(ckpt.get(key), int) and not isinstance(ckpt.get(key), bool):
             training[f"checkpoint_{key}"] = ckpt[key]
-    channels = int(encoder.in_channels)
-    mean, std = [float(m) for m in aug["mean"]], [float(s) for s in aug["std"]]
-    if len(mean) != channels:  # a grey-input trunk: one channel's statistics, replicated
-        mean, std = mean[:1] * channels, std[:1] * channels
-    config: Dict[str, Any] = {
-        "format": FORMAT, "name": name, "dataset": dataset, "method": method.to_dict(),
-        "encoder": method.encoder.to_dict(), "num_features": int(encoder.num_features),
-        "input": {"channels": channels, "size": [int(aug["size"])] * 2, "mean": mean, "std": std},
-        "package_version": zoo.__version__,
-        "recipe": {"legacy_format": format, "legacy_checkpoint": basename, "legacy_hyper_parameters": _plain(hparams)},
-        "training": training, "metrics": {}, "metric_commands": {},
-    }
-    if grid is not None:  # patch-grid methods: evaluation encodes the same grid and averages over it
-        config["input"].update(patch=int(grid[0]), overlap=int(grid[1]))
-    return config
+    return training

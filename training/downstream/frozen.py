@@ -1,4 +1,8 @@
-"""Downstream evaluation on frozen features: weighted kNN and a linear probe.
+"""Downstream evaluation on frozen features: weighted kNN and a linear probe, in one function for every caller.
+
+``frozen_evaluation`` is the one path: the demo, ``ship_weights``, the benches (through ``evaluate_frozen``) and
+``python -m training evaluate`` (through ``evaluate_encoder``) all call it, so the same encoder on the same data
+gives the same numbers everywhere.
 
 kNN follows the protocol peers report (Wu et al. 2018, used by lightly and solo-learn): cosine similarity to a
 bank of labelled training features, the k nearest vote for their class with weight exp(sim / t).
@@ -6,7 +10,7 @@ bank of labelled training features, the k nearest vote for their class with weig
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -71,15 +75,73 @@ def frozen_features(model: torch.nn.Module, preprocess: Callable[[Tensor], Tenso
     return encode
 
 
-def evaluate_frozen(encode: Callable[[Tensor], Tensor], datamodule, k: int = 200,
-                    temperature: float = 0.1) -> Dict[str, float]:
-    """kNN and linear-probe test accuracy of frozen features: bank/probe = the datamodule's labelled training
-    split, queries = its test split."""
-    train = extract_features(encode, datamodule.knn_bank_dataloader())
-    test = extract_features(encode, datamodule.test_dataloader())
-    linear = linear_probe_accuracy(train, test)
-    return {"dims": int(train[0].shape[1]), "knn": knn_accuracy(train, test, k, temperature),
-            "linear": linear["test_acc"], "linear_weight_decay": linear["weight_decay"]}
+def labelled_loaders(datamodule):
+    """(labelled training loader, test loader): our datamodules' un-augmented ``knn_bank_dataloader``, or any
+    LightningDataModule's ``train_dataloader`` / ``test_dataloader`` after its own ``setup``."""
+    if hasattr(datamodule, "knn_bank_dataloader"):
+        return datamodule.knn_bank_dataloader(), datamodule.test_dataloader()
+    for stage in ("fit", "test"):
+        if hasattr(datamodule, "setup"):
+            datamodule.setup(stage)
+    return datamodule.train_dataloader(), datamodule.test_dataloader()
+
+
+def topk(scores: Tensor, labels: Tensor, num_classes: int) -> Dict[str, float]:
+    """Top-1 (and top-5 above five classes) accuracy of class ``scores`` (N, C), from torchmetrics."""
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    out = {"top1": multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=1).item()}
+    if num_classes > 5:
+        out["top5"] = multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=5).item()
+    return out
+
+
+def frozen_evaluation(encode: Callable[[Tensor], Tensor], datamodule, protocols: Sequence[str] = ("knn", "linear"),
+                      *, k: int = 200, temperature: float = 0.1, val_fraction: float = 0.1,
+                      seed: int = 0) -> Dict[str, Any]:
+    """The one frozen-feature evaluation: kNN and/or a linear probe on ``encode``'s features of a datamodule.
+
+    Features of the labelled training split and of the test split are extracted once. One seeded carve
+    (``split_indices(n, val_fraction, seed)``) splits the training features into fit and val: val is all that
+    model selection looks at (the probe's weight decay; the kNN val score is reported, nothing is chosen with
+    it); the kNN bank for the test queries is the whole training split. Returns ``dims``, ``num_classes``,
+    ``n_fit``/``n_val``/``n_test``, the test features and labels (``test_features``), and per protocol a dict
+    with ``top1`` (``top5`` above five classes), ``val_top1`` and, for the probe, ``weight_decay``.
+    """
+    unknown = [p for p in protocols if p not in ("knn", "linear")]
+    if unknown:
+        raise ZooError(f"frozen-feature protocols are knn and linear, not {', '.join(unknown)}")
+    train_loader, test_loader = labelled_loaders(datamodule)
+    train = extract_features(encode, train_loader)
+    test = extract_features(encode, test_loader)
+    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    if len(torch.unique(train[1])) < 2:
+        raise ZooError(f"the training split has a single class ({int(train[1][0])}); classification needs two")
+    fit_idx, val_idx = split_indices(len(train[0]), val_fraction, seed)
+    fit, val = (train[0][fit_idx], train[1][fit_idx]), (train[0][val_idx], train[1][val_idx])
+    result: Dict[str, Any] = {"dims": int(train[0].shape[1]), "num_classes": num_classes, "n_fit": len(fit_idx),
+                              "n_val": len(val_idx), "n_test": len(test[0]), "test_features": test}
+    if "knn" in protocols:
+        val_scores = knn_scores(val[0], fit[0], fit[1], num_classes, k, temperature)
+        scores = knn_scores(test[0], train[0], train[1], num_classes, k, temperature)
+        result["knn"] = {**topk(scores, test[1], num_classes),
+                         "val_top1": topk(val_scores, val[1], num_classes)["top1"], "k": k, "temperature": temperature}
+    if "linear" in protocols:
+        probe = fit_linear_probe(fit, val, num_classes, seed=seed)
+        result["linear"] = {**topk(probe["predict"](test[0]), test[1], num_classes), "val_top1": probe["val_acc"],
+                            "weight_decay": probe["weight_decay"]}
+    return result
+
+
+def evaluate_frozen(encode: Callable[[Tensor], Tensor], datamodule, k: int = 200, temperature: float = 0.1,
+                    val_fraction: float = 0.1, seed: int = 0) -> Dict[str, float]:
+    """kNN and linear-probe test top-1 of frozen features (``frozen_evaluation``, flattened for tables): ``dims``,
+    ``knn``, ``linear`` and the probe's ``linear_weight_decay``. Bank/probe: the datamodule's labelled training
+    split; queries: its test split."""
+    scores = frozen_evaluation(encode, datamodule, ("knn", "linear"), k=k, temperature=temperature,
+                               val_fraction=val_fraction, seed=seed)
+    return {"dims": scores["dims"], "knn": scores["knn"]["top1"], "linear": scores["linear"]["top1"],
+            "linear_weight_decay": scores["linear"]["weight_decay"]}
 
 
 def linear_probe_accuracy(train: Tuple[Tensor, Tensor], test: Tuple[Tensor, Tensor],

@@ -1,0 +1,1 @@
+"""Downstream evaluation: frozen-feature kNN and linear probe, fine-tuning, the evaluate command, plots."""

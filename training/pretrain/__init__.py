@@ -1,0 +1,1 @@
+"""Pre-training: the Lightning module, datamodules, resumable data order and checkpoints, callbacks, hardware choice."""
