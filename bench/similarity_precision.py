@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from zoo.parts.extract import Comparison
 from zoo.parts.losses import NCELoss
-from zoo.parts.momentum import RegressionLoss
+from zoo.parts.losses import RegressionLoss
 from zoo.parts.similarity import CosineSimilarity
 
 

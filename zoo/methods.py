@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import List
 
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 from zoo.spec import Method, Part
 
-METHODS: Registry[Method] = Registry("method")
+METHODS: PartRegistry[Method] = PartRegistry("method")
 
 
 def register_method(method: Method) -> Method:

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from zoo.atomic import atomic_write_text
 from zoo.errors import UnknownNameError, ZooError
-from zoo.registry import unknown_name_message
+from zoo.part_registry import unknown_name_message
 
 FORMAT = "contrastive-zoo/weights-registry@1"
 PACKAGE_REGISTRY = Path(__file__).resolve().parent / "_weights" / "registry.json"

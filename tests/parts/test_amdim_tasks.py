@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import zoo
-import zoo.parts.amdim_tasks as amdim_tasks  # registers "multi_map"
+import zoo.parts.extract.multi_map as amdim_tasks
 from training.module import ContrastiveModule
-from zoo.parts.amdim_tasks import MultiMapExtractor, parse_tasks
+from zoo.parts.extract.multi_map import MultiMapExtractor, parse_tasks
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity
 from tests.harness import fit_two_steps

@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 
 import zoo
-import zoo.parts.cpc as cpc
+import zoo.parts.extract.cpc_context as cpc
 from training.module import ContrastiveModule
-from zoo.parts.cpc import CPCContextExtractor, ContextNetwork, future_indices
+from zoo.parts.extract.cpc_context import CPCContextExtractor, ContextNetwork, future_indices
 from zoo.parts.encoders.base import Encoder
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity

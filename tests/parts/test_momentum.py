@@ -8,12 +8,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import zoo
-import zoo.parts.momentum  # noqa: F401  (registers momentum_queue, momentum_predictor, regression)
 from zoo.errors import ZooError
 from zoo.parts.extract import Comparison
-from zoo.parts.losses import NCELoss
-from zoo.parts.momentum import (EMATeacher, KeyQueue, MomentumPredictorExtractor, MomentumQueueExtractor,
-                                RegressionLoss, byol_tau)
+from zoo.parts.extract.momentum_predictor import MomentumPredictorExtractor
+from zoo.parts.extract.momentum_queue import KeyQueue, MomentumQueueExtractor
+from zoo.parts.extract.teacher import EMATeacher, byol_tau
+from zoo.parts.losses import NCELoss, RegressionLoss
 from zoo.parts.similarity import CosineSimilarity
 
 TINY_AMDIM = dict(in_channels=1, image_size=32, ndf=4, n_rkhs=16, depth=1)

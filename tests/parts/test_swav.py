@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-import zoo.parts.swav  # noqa: F401  (registers 'prototypes' and 'swapped_prediction')
 from training.module import ContrastiveModule
 from zoo.parts.extract import Comparison
 from zoo.parts.similarity import CosineSimilarity
-from zoo.parts.swav import SwappedPredictionLoss, sinkhorn
+from zoo.parts.extract.prototypes import sinkhorn
+from zoo.parts.losses import SwappedPredictionLoss
 from tests.harness import fit_two_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,7 +222,6 @@ DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
     from types import SimpleNamespace
     import zoo
-    import zoo.parts.swav
 
     def worker(rank, out):
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=rank, world_size=2)

@@ -1,6 +1,9 @@
-"""The five kinds of parts, one registry each (see each module's docstring for the paper's words)."""
+"""The five kinds of parts, one registry each (see each module's docstring for the paper's words).
 
-from zoo.parts import amdim_tasks, cpc, momentum, swav  # noqa: F401  (register their extractors and losses)
+Falcon & Cho (arXiv:2009.00104): (1) data augmentation pipeline (``augment``), (2) encoder (``encoders``),
+(3) representation extraction (``extract``), (4) similarity measure (``similarity``), (5) loss (``losses``).
+"""
+
 from zoo.parts.augment import AUGMENTATIONS
 from zoo.parts.encoders import ENCODERS
 from zoo.parts.extract import EXTRACTORS

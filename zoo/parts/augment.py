@@ -19,9 +19,9 @@ from torch import Tensor
 
 from zoo.errors import ZooError
 from zoo.parts import augment_ops as ops
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 
-AUGMENTATIONS: Registry["ViewPipeline"] = Registry("augmentation")
+AUGMENTATIONS: PartRegistry["ViewPipeline"] = PartRegistry("augmentation")
 
 
 def _pair(size: int | Sequence[int]) -> Tuple[int, int]:

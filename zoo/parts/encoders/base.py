@@ -14,9 +14,9 @@ import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 
-ENCODERS: Registry["Encoder"] = Registry("encoder")
+ENCODERS: PartRegistry["Encoder"] = PartRegistry("encoder")
 
 
 class Encoder(nn.Module):

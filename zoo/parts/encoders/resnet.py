@@ -8,7 +8,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.encoders.base import ENCODERS, Encoder
+from zoo.parts.encoders.base import Encoder
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -17,7 +17,6 @@ def _small_stem(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
 
 
-@ENCODERS.register("resnet")
 class ResNetEncoder(Encoder):
     """ResNet trunk without its classifier; maps ``layer1`` .. ``layer4``.
 

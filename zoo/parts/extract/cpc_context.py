@@ -23,7 +23,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract import EXTRACTORS, Comparison
+from zoo.parts.extract.base import Comparison, Extractor, check_views
 
 
 class RowMaskedConv2d(nn.Conv2d):
@@ -80,8 +80,7 @@ class ContextNetwork(nn.Module):
         return self.blocks(self.project(z))
 
 
-@EXTRACTORS.register("cpc_context")
-class CPCContextExtractor(nn.Module):
+class CPCContextExtractor(Extractor):
     """CPC v2: encode every patch, run the masked context network, predict targets ``1..steps`` rows below.
 
     For each k in 1..``steps`` and every image b and grid position (i, j) with i + k < rows, the anchor is
@@ -111,8 +110,7 @@ class CPCContextExtractor(nn.Module):
 
     def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
         views = list(views)
-        if not views:
-            raise ZooError("cpc_context needs one patch-grid view (B, rows, cols, C, patch, patch), got none")
+        check_views("cpc_context", views, hint="; give patch-grid views (B, rows, cols, C, patch, patch)")
         for v in views:
             if not isinstance(v, Tensor) or v.dim() != 6:
                 shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
