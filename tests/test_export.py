@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 import zoo
-import zoo.exported
+import zoo.pretrained.exported
 from tests.conftest import TINY
 from training.data import FashionMNISTDataModule
 from training.export import export_checkpoint
@@ -63,7 +63,7 @@ def test_export_refuses_to_overwrite_and_interrupted_export_leaves_nothing(check
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-export")
 
-    monkeypatch.setattr(zoo.exported, "render_card", crash, raising=False)
+    monkeypatch.setattr(zoo.pretrained.exported, "render_card", crash, raising=False)
     monkeypatch.setattr("training.export.render_card", crash)
     with pytest.raises(KeyboardInterrupt):
         export_checkpoint(ckpt=str(path), out=str(tmp_path / "fresh"))

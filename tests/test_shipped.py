@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.weights import PACKAGE_REGISTRY, WeightsRegistry
+from zoo.pretrained.weights_registry import PACKAGE_REGISTRY, WeightsRegistry
 
 REGISTRY = WeightsRegistry([PACKAGE_REGISTRY])
 ENTRIES = sorted(REGISTRY.entries)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Optional
 
 from training.publish import package_where
-from zoo.cards import render_card
+from zoo.pretrained.cards import render_card
 from zoo.errors import ZooError
-from zoo.exported import CARD, CONFIG, WEIGHTS, read_config
-from zoo.sources import resolve_source
+from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
+from zoo.pretrained.sources import resolve_source
 from zoo.atomic import atomic_write_text
-from zoo.weights import open_registry, record_entry
+from zoo.pretrained.weights_registry import open_registry, record_entry
 
 
 def record_result(spec: str, key: str, value: float, command: Optional[str],

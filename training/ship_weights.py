@@ -28,7 +28,7 @@ from training.data import FashionMNISTDataModule
 from training.evaluation import evaluate_frozen, frozen_features
 from training.export import export_checkpoint, machine
 from training.publish import publish
-from zoo.weights import PACKAGE_REGISTRY
+from zoo.pretrained.weights_registry import PACKAGE_REGISTRY
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 METHODS = ["yadim", "simclr", "moco_v2", "byol", "swav", "amdim", "cpc_v2"]

@@ -8,7 +8,7 @@ its default entry, so ``load_encoder("yadim")`` works. Each entry's ``source`` s
 - ``{"kind": "hf-hub", "repo_id": "ORG/NAME", "revision": SHA}``: the Hugging Face Hub (or any mirror named by
   ``HF_ENDPOINT``), fetched with ``hf_hub_download`` into its cache;
 - ``{"kind": "local-hub", "root": DIR, "repo_id": "ORG/NAME", "revision": SHA}``: a local directory hub
-  (``zoo.local_hub``), read directly from its git repository.
+  (``zoo.pretrained.local_hub``), read directly from its git repository.
 
 The package registry is ``zoo/_weights/registry.json``; ``ZOO_REGISTRY`` (paths separated by ``os.pathsep``) adds
 more registry files on top, and a name defined twice is an error rather than a silent override.
@@ -29,7 +29,7 @@ from zoo.errors import UnknownNameError, ZooError
 from zoo.part_registry import unknown_name_message
 
 FORMAT = "contrastive-zoo/weights-registry@1"
-PACKAGE_REGISTRY = Path(__file__).resolve().parent / "_weights" / "registry.json"
+PACKAGE_REGISTRY = Path(__file__).resolve().parents[1] / "_weights" / "registry.json"  # zoo/_weights
 LOADED_FILES = ("config.json", "model.safetensors")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from zoo import local_hub
+from zoo.pretrained import local_hub
 from zoo.errors import ZooError
-from zoo.weights import WeightsEntry, open_registry
+from zoo.pretrained.weights_registry import WeightsEntry, open_registry
 
 HF_PREFIX = "hf-hub:"
 _HF_ID = re.compile(r"^hf-hub:(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]*))?$")
