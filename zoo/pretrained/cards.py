@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any, List, Mapping, Optional
 
 from zoo.errors import ZooError
+from zoo.pretrained.licenses import config_license
 from zoo.spec import Method
 
 # Hub dataset ids for the datasets our recipes know (cards link them); other names are written as given.
@@ -47,7 +48,8 @@ def front_matter(config: Mapping[str, Any], method: Method) -> str:
         results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
                                   dataset_split="test", metric_type="accuracy", metric_value=float(value),
                                   metric_name=PROTOCOLS.get(protocol, protocol or "accuracy")))
-    data = ModelCardData(library_name="contrastive-zoo", license="apache-2.0", pipeline_tag="image-feature-extraction",
+    license = config_license(config, required=False) or "other"  # "other": imported, licence not recorded
+    data = ModelCardData(library_name="contrastive-zoo", license=license, pipeline_tag="image-feature-extraction",
                          tags=["self-supervised", "contrastive", method.name], datasets=[hub_id] if hub_id else None,
                          model_name=config.get("name") or f"{method.name} encoder", eval_results=results or None)
     return data.to_yaml()
