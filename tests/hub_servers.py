@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
-from zoo.pretrained import local_hub
 from zoo.errors import ZooError
+from zoo.pretrained import local_hub
 
 
 def free_port() -> int:

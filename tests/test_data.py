@@ -91,9 +91,8 @@ def test_linear_probe_separates_a_linear_problem():
 
 
 def test_evaluate_frozen_on_the_tiny_dataset(fmnist_dir):
-    from training.evaluation import evaluate_frozen, frozen_features
-
     import zoo
+    from training.evaluation import evaluate_frozen, frozen_features
     dm = FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8)
     dm.setup()
     encoder = zoo.REGISTRIES["encoder"].build("amdim", dict(in_channels=1, image_size=32, ndf=4, n_rkhs=8, depth=1))

@@ -155,7 +155,7 @@ def test_bad_datasets_each_give_one_clear_error(tmp_path):
 def main_raise(args):
     from training.downstream import evaluate
 
-    kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
+    kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2], strict=True)}
     return evaluate(record=False, **kwargs)
 
 

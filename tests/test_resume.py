@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from tests.conftest import TINY
 import training.batches as batches_module
+from tests.conftest import TINY
 from training.batches import ResumableBatches
 from training.data import FashionMNISTDataModule, InMemoryImages, batch_as_is
 from training.export import epochs_trained, read_checkpoint

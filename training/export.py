@@ -12,10 +12,10 @@ import torch
 
 import zoo
 from zoo.build import build_encoder
-from zoo.pretrained.cards import render_card
 from zoo.errors import ZooError, first_line
-from zoo.pretrained.exported import FORMAT, load_state_strict, write_exported
 from zoo.methods import resolve_method
+from zoo.pretrained.cards import render_card
+from zoo.pretrained.exported import FORMAT, load_state_strict, write_exported
 from zoo.spec import CHARACTERISTICS
 
 

@@ -42,11 +42,11 @@ from torch import Tensor
 
 import zoo
 from zoo.build import build_encoder
-from zoo.pretrained.cards import render_card
 from zoo.errors import ZooError
-from zoo.pretrained.exported import FORMAT, load_exported, load_state_strict, write_exported
 from zoo.methods import get_method
 from zoo.parts.encoders.cpc_resnet import STEM_CHANNELS
+from zoo.pretrained.cards import render_card
+from zoo.pretrained.exported import FORMAT, load_exported, load_state_strict, write_exported
 from zoo.spec import Part
 
 

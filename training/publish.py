@@ -21,13 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from zoo.errors import ZooError
 from zoo.pretrained import local_hub
 from zoo.pretrained.cards import render_card
-from zoo.errors import ZooError
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, replace_dir, staging_dir
-from zoo.spec import Method
 from zoo.pretrained.licenses import config_license
 from zoo.pretrained.weights_registry import PACKAGE_REGISTRY, record_entry
+from zoo.spec import Method
 
 
 def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = None, package: bool = False,

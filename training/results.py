@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Optional
 
 from training.publish import package_where
-from zoo.pretrained.cards import render_card
+from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
+from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
 from zoo.pretrained.sources import resolve_source
-from zoo.atomic import atomic_write_text
 from zoo.pretrained.weights_registry import open_registry, record_entry
 
 

@@ -9,12 +9,12 @@ import torch.nn as nn
 
 import zoo
 import zoo.parts.extract.cpc_context as cpc
+from tests.harness import fit_two_steps
 from training.module import ContrastiveModule
-from zoo.parts.extract.cpc_context import CPCContextExtractor, ContextNetwork, future_indices
 from zoo.parts.encoders.base import Encoder
+from zoo.parts.extract.cpc_context import ContextNetwork, CPCContextExtractor, future_indices
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity
-from tests.harness import fit_two_steps
 
 
 class MeanEncoder(Encoder):

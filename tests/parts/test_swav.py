@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from tests.harness import fit_two_steps
 from training.module import ContrastiveModule
 from zoo.parts.extract import Comparison
-from zoo.parts.similarity import CosineSimilarity
 from zoo.parts.extract.prototypes import sinkhorn
 from zoo.parts.losses import SwappedPredictionLoss
-from tests.harness import fit_two_steps
+from zoo.parts.similarity import CosineSimilarity
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -271,7 +271,7 @@ def test_codes_are_computed_in_float32_under_bf16_autocast(encoder):
     reference = ext._codes(z)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = ext._codes(z)
-    for ref, got in zip(reference, mixed):
+    for ref, got in zip(reference, mixed, strict=True):
         assert got.dtype == torch.float32 and torch.equal(got, ref)
 
 

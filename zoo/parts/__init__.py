@@ -4,13 +4,16 @@ Falcon & Cho (arXiv:2009.00104): (1) data augmentation pipeline (``augment``), (
 (3) representation extraction (``extract``), (4) similarity measure (``similarity``), (5) loss (``losses``).
 """
 
+from typing import Any, Dict
+
+from zoo.part_registry import PartRegistry
 from zoo.parts.augment import AUGMENTATIONS
 from zoo.parts.encoders import ENCODERS
 from zoo.parts.extract import EXTRACTORS
 from zoo.parts.losses import LOSSES
 from zoo.parts.similarity import SIMILARITIES
 
-REGISTRIES = {
+REGISTRIES: Dict[str, PartRegistry[Any]] = {
     "augment": AUGMENTATIONS,
     "encoder": ENCODERS,
     "extract": EXTRACTORS,

@@ -39,7 +39,7 @@ def template_text(name: str = "template.md") -> Optional[str]:
 def front_matter(config: Mapping[str, Any], method: Method) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
-    dataset = config.get("dataset")
+    dataset: Any = config.get("dataset")
     hub_id, pretty = HUB_DATASETS.get(dataset, (dataset, dataset))
     results: List[EvalResult] = []
     for key, value in sorted((config.get("metrics") or {}).items()):

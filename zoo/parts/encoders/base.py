@@ -8,7 +8,7 @@ ones to compare, and a plain ``forward`` giving the pooled last map, (B, num_fea
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from torch import Tensor
@@ -27,6 +27,9 @@ class Encoder(nn.Module):
     map_names: Tuple[str, ...]  # shallow to deep; the last is the default representation
     input_size: Optional[Tuple[int, int]] = None  # fixed input size, or None for any size >= min_size
     min_size: int = 1
+    # set by zoo.load_encoder on the encoders it returns: the exported config and where the files came from
+    zoo_config: Dict[str, Any]
+    zoo_source: Dict[str, Any]
 
     def check_input(self, x: Tensor) -> None:
         if not hasattr(x, "dim") or x.dim() != 4:

@@ -91,7 +91,7 @@ class CPCResNetEncoder(Encoder):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         size = _conv_out(size, 3, 2, 1)
         channels = STEM_CHANNELS
-        for i, ((planes, expansion, stride), blocks) in enumerate(zip(STAGES, layers), start=1):
+        for i, ((planes, expansion, stride), blocks) in enumerate(zip(STAGES, layers, strict=True), start=1):
             stage: List[nn.Module] = []
             for b in range(blocks):
                 block = LNBottleneck(channels, planes, expansion, stride if b == 0 else 1, width_per_group, size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import torch.nn as nn
 from torch import Tensor
@@ -34,7 +34,7 @@ class ResNetEncoder(Encoder):
             raise ZooError("resnet width multipliers need backend='timm'")
         self.in_channels = in_channels
         self.min_size = 8 if small_image_stem else 32
-        trunk = _timm_resnet(arch, in_channels, width) if backend == "timm" else _torchvision_resnet(arch)
+        trunk: Any = _timm_resnet(arch, in_channels, width) if backend == "timm" else _torchvision_resnet(arch)
         stem_out = trunk.conv1.out_channels
         if small_image_stem:
             trunk.conv1 = _small_stem(in_channels, stem_out)
@@ -62,7 +62,7 @@ def _torchvision_resnet(arch: str) -> nn.Module:
 def _timm_resnet(arch: str, in_channels: int, width: float) -> nn.Module:
     import timm
 
-    kwargs: Dict[str, object] = {}
+    kwargs: Dict[str, Any] = {}
     if width != 1.0:
         kwargs["channels"] = tuple(int(round(c * width)) for c in (64, 128, 256, 512))
         kwargs["stem_width"] = int(round(64 * width))

@@ -13,7 +13,7 @@ similarity (``dot``) and the loss (``nce``) are the method row's ordinary parts.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,6 +32,8 @@ class RowMaskedConv2d(nn.Conv2d):
     Kernel rows below the centre are zeroed in every forward pass; the centre row is fully visible, so an output
     at row i depends on inputs in rows <= i only (any column). Stacking such layers keeps that property exactly.
     """
+
+    mask: Tensor  # buffer
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -143,7 +145,8 @@ class CPCContextExtractor(Extractor):
         return out
 
 
-def future_indices(batch: int, rows: int, cols: int, k: int, offset: int = 0, device=None) -> Tensor:
+def future_indices(batch: int, rows: int, cols: int, k: int, offset: int = 0,
+                   device: Optional[torch.device] = None) -> Tensor:
     """Index of target (b, i+k, j) in a row-major (b, i, j) flattening, for anchors (b, i, j) with i < rows - k,
     in the same row-major order; ``offset`` shifts into a gathered candidate set (this process's slice)."""
     b = torch.arange(batch, device=device).view(-1, 1, 1)

@@ -30,6 +30,9 @@ class KeyQueue(nn.Module):
     batch size.
     """
 
+    keys: Tensor
+    ptr: Tensor
+
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         if size < 1 or dim < 1:

@@ -81,6 +81,10 @@ class PrototypeExtractor(Extractor):
     every process holds the same global queue and feeds its own 1/world slice of it to Sinkhorn.
     """
 
+    queue: Tensor  # buffers
+    queue_filled: Tensor
+    epoch: Tensor
+
     def __init__(self, *, encoder: Encoder, head_hidden: Optional[int] = 2048, head_out: int = 128,
                  head_layers: int = 2, n_prototypes: int = 3000, n_large: int = 2, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, freeze_prototypes_epochs: int = 1, queue_size: int = 0,

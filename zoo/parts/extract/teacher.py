@@ -41,7 +41,7 @@ class EMATeacher(nn.Module):
             raise ZooError(f"EMA momentum must be in [0, 1], got {momentum}")
         if len(online) != len(self.copies):
             raise ZooError(f"EMA teacher holds {len(self.copies)} module(s) but got {len(online)} online ones")
-        for teacher, student in zip(self.copies, online):
+        for teacher, student in zip(self.copies, online, strict=True):
             pairs = list(_pairs(teacher.named_parameters(), student.named_parameters()))
             if pairs:  # one multi-tensor kernel per op instead of two small ops per parameter
                 targets = [t for (_, t), _ in pairs]
@@ -57,7 +57,7 @@ def _pairs(teacher: Iterable[Tuple[str, Tensor]], student: Iterable[Tuple[str, T
     teacher, student = list(teacher), list(student)
     if [n for n, _ in teacher] != [n for n, _ in student]:
         raise ZooError("the EMA teacher no longer matches the online modules (different parameter names)")
-    return zip(teacher, student)
+    return zip(teacher, student, strict=True)
 
 
 def byol_tau(progress: float, base: float = 0.996) -> float:
