@@ -23,7 +23,9 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     data = make_fashion_mnist(root / "data")
     pl.seed_everything(0)
-    module = ContrastiveModule(method="yadim", **TINY["yadim"])
+    # contiguous like the exported encoder, so outputs can be compared bit for bit (channels_last="auto" picks
+    # channels-last on CPUs, whose convolutions round differently)
+    module = ContrastiveModule(method="yadim", channels_last=False, **TINY["yadim"])
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(root))
     trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(data), batch_size=8))
@@ -122,7 +124,7 @@ def test_load_encoder_errors(tmp_path):
 def test_patch_grid_method_exports_its_grid_for_evaluation(tmp_path, fmnist_dir):
     """CPC trains on patch grids: the export records the grid and the loaded encoder averages over it."""
     pl.seed_everything(0)
-    module = ContrastiveModule(method="cpc_v2", **TINY["cpc_v2"])
+    module = ContrastiveModule(method="cpc_v2", channels_last=False, **TINY["cpc_v2"])  # bit-exact comparison
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8))
