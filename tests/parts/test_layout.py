@@ -77,3 +77,23 @@ def test_the_base_hooks_are_documented_no_ops():
         assert inspect.getdoc(getattr(Extractor, hook))
     with pytest.raises(NotImplementedError):
         base(tiny_encoder(), [torch.zeros(1, 1, 32, 32)])
+
+
+def test_a_strategy_that_is_not_an_extractor_is_refused():
+    from zoo.build import build_method
+    from zoo.part_registry import PartRegistry
+
+    class Plain(torch.nn.Module):
+        def __init__(self, *, encoder: Encoder) -> None:
+            super().__init__()
+
+    method = zoo.get_method("yadim")
+    saved = EXTRACTORS._factories.copy()
+    try:
+        EXTRACTORS.register("not_an_extractor")(Plain)
+        bad = zoo.Method.from_dict({**method.to_dict(), "extract": {"name": "not_an_extractor"}})
+        with pytest.raises(zoo.ZooError, match="must subclass"):
+            build_method(bad)
+    finally:
+        EXTRACTORS._factories = saved
+    assert isinstance(EXTRACTORS, PartRegistry)

@@ -43,7 +43,8 @@ class Extractor(nn.Module):
 
     The training loop calls the hooks on every extractor; here they do nothing, and a strategy overrides those it
     needs (a queue that must hold whole global batches, prototypes frozen for a while, a momentum teacher).
-    The encoder is passed in, never owned: the extractor owns only its own heads, teachers and queues.
+    The encoder is passed in, never owned: the extractor owns only its own heads, teachers and queues. A strategy
+    registered in ``EXTRACTORS`` must subclass this (``zoo.build.build_method`` checks).
     """
 
     def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
