@@ -27,6 +27,7 @@ demo: install data
 
 test: install
 	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy zoo
 	$(PY) -m pytest
 
 clean:

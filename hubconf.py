@@ -21,7 +21,7 @@ def _entry_point(name: str, doc: str):
 
 def _docstring(registry, name: str) -> str:
     """The card's facts: the method summary, the entry's prose, where the weights are, the measured results."""
-    from zoo.cards import template_text
+    from zoo.pretrained.cards import template_text
 
     entry = registry.get(name)
     alias = f"Default {entry.method} encoder: {entry.name}. " if name != entry.name else ""
@@ -40,7 +40,7 @@ def encoder(path: str):
 
 
 def _generate():
-    from zoo.weights import open_registry
+    from zoo.pretrained.weights_registry import open_registry
 
     registry = open_registry()
     for name in registry.names():

@@ -191,7 +191,7 @@ def seed_numpy(seed: int) -> None:
 
 
 def summary(times: List[float], views_per_step: int, knns: List[float]) -> Dict:
-    gaps = [b - a for a, b in zip(times, times[1:])][3:] or [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)][3:] or [b - a for a, b in zip(times, times[1:], strict=False)]
     return {"views_per_s": views_per_step / statistics.median(gaps), "steps": len(times),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "knn": knns}
 

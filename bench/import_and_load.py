@@ -63,10 +63,10 @@ def populate_hf_cache(cache: Path, package_folder: Path, registry: Path) -> None
     (repo / "refs" / "main").write_text(REVISION)
     import zoo
 
-    entry = zoo.weights.open_registry().get("yadim").to_json()
+    entry = zoo.pretrained.weights_registry.open_registry().get("yadim").to_json()
     entry.update(source={"kind": "hf-hub", "repo_id": "bench/yadim", "revision": REVISION},
                  sha256={k: sha[k] for k in ("config.json", "model.safetensors")})
-    zoo.weights.record_entry(registry, "yadim.bench", entry)
+    zoo.pretrained.weights_registry.record_entry(registry, "yadim.bench", entry)
 
 
 def load_times(repeats: int) -> dict:
@@ -75,7 +75,7 @@ def load_times(repeats: int) -> dict:
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         registry = Path(tmp) / "registry.json"
-        entry = zoo.weights.open_registry().get("yadim")
+        entry = zoo.pretrained.weights_registry.open_registry().get("yadim")
         populate_hf_cache(Path(os.environ["HF_HUB_CACHE"]), entry.package_folder(), registry)
         for label, name, reg in (("package", "yadim", None), ("hf_cache_offline", "yadim.bench", registry)):
             zoo.load_encoder(name, registry=reg)  # warm: first call pays lazy imports

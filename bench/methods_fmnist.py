@@ -29,8 +29,8 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
 
     import zoo
     from training.cli import lightning_cli
-    from training.pretrain.data import FashionMNISTDataModule
     from training.downstream.frozen import evaluate_frozen, frozen_features
+    from training.pretrain.data import FashionMNISTDataModule
     from training.release.export import export_checkpoint
     from zoo.build import build_encoder
 

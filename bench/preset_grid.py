@@ -6,10 +6,17 @@ given overrides, printing online kNN (k=200, 10k-image bank, 10k test) after eac
     .venv/bin/python bench/preset_grid.py '{"augment": {"size": 32, "mean": [0.286], "std": [0.353],
         "crop_scale": [0.5, 1.0]}, "encoder": {"in_channels": 1, "ndf": 32, "n_rkhs": 256, "depth": 1}, "steps": 470}'
 """
-import sys, time, json, torch, zoo
-from zoo.build import build_method
-from training.pretrain.data import FashionMNISTDataModule
+import json
+import sys
+import time
+
+import torch
+
+import zoo
 from training.downstream.frozen import frozen_evaluation
+from training.pretrain.data import FashionMNISTDataModule
+from zoo.build import build_method
+
 torch.manual_seed(0)
 cfg = json.loads(sys.argv[1])
 bf16 = cfg.pop("bf16", True); steps = cfg.pop("steps", 235); lr = cfg.pop("lr", 2e-3); bs = cfg.pop("bs", 256)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.parts.extract import Comparison
-from zoo.parts.losses import NCELoss
-from zoo.parts.momentum import RegressionLoss
+from zoo.parts.losses import NCELoss, RegressionLoss
 from zoo.parts.similarity import CosineSimilarity
 
 

@@ -3,7 +3,7 @@
 ``HubStub`` is a loopback STUB, not a Hub implementation. No local server accepts uploads from a Hugging Face
 client, so to test code that publishes with ``HfApi.create_repo`` and ``HfApi.upload_folder`` this module answers
 only the few HTTP endpoints those two calls use (huggingface_hub talks to it exactly as it talks to the Hub for
-these calls) and writes each commit into a local directory hub with ``zoo.local_hub.commit_files``. Everything
+these calls) and writes each commit into a local directory hub with ``zoo.pretrained.local_hub.commit_files``. Everything
 else gets a 404 and is recorded, so a test notices when huggingface_hub starts asking for something new.
 
 ``OlahServer`` runs the real olah mirror (``olah-cli``) over such a local hub, so downloads go through
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
-from zoo import local_hub
 from zoo.errors import ZooError
+from zoo.pretrained import local_hub
 
 
 def free_port() -> int:

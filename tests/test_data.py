@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.conftest import write_idx
-from training.pretrain.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
 from training.downstream.frozen import knn_predict, linear_probe_accuracy
+from training.pretrain.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
 from zoo.errors import ZooError
 
 
@@ -91,9 +91,9 @@ def test_linear_probe_separates_a_linear_problem():
 
 
 def test_evaluate_frozen_on_the_tiny_dataset(fmnist_dir):
+    import zoo
     from training.downstream.frozen import evaluate_frozen, frozen_features
 
-    import zoo
     dm = FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8)
     dm.setup()
     encoder = zoo.REGISTRIES["encoder"].build("amdim", dict(in_channels=1, image_size=32, ndf=4, n_rkhs=8, depth=1))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.pretrain.module import ContrastiveModule
 from tests.scripts import ddp_step  # noqa: F401  (registers the test encoder)
+from training.pretrain.module import ContrastiveModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ from PIL import Image
 import zoo
 from tests.zoo_exports import make_export
 from training.cli import main
-from training.pretrain.data import SplitFolderDataModule
 from training.downstream.evaluate import evaluate_encoder, split_indices
-from training.downstream.frozen import fit_linear_probe, knn_scores
 from training.downstream.finetune import finetune
+from training.downstream.frozen import fit_linear_probe, knn_scores
+from training.pretrain.data import SplitFolderDataModule
 from zoo.errors import ZooError
 
 
@@ -155,7 +155,7 @@ def test_bad_datasets_each_give_one_clear_error(tmp_path):
 def main_raise(args):
     from training.downstream.evaluate import evaluate
 
-    kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
+    kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2], strict=True)}
     return evaluate(**kwargs)
 
 

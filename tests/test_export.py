@@ -8,11 +8,11 @@ import pytorch_lightning as pl
 import torch
 
 import zoo
-import zoo.exported
+import zoo.pretrained.exported
 from tests.conftest import TINY
 from training.pretrain.data import FashionMNISTDataModule
-from training.release.export import export_checkpoint
 from training.pretrain.module import ContrastiveModule
+from training.release.export import export_checkpoint
 from zoo.errors import ZooError
 
 
@@ -23,7 +23,8 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     data = make_fashion_mnist(root / "data")
     pl.seed_everything(0)
-    # contiguous like the loaded export, so the outputs can be compared bit for bit
+    # contiguous like the exported encoder, so outputs can be compared bit for bit (channels_last="auto" picks
+    # channels-last on CPUs, whose convolutions round differently)
     module = ContrastiveModule(method="yadim", channels_last=False, **TINY["yadim"])
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(root))
@@ -64,7 +65,7 @@ def test_export_refuses_to_overwrite_and_interrupted_export_leaves_nothing(check
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-export")
 
-    monkeypatch.setattr(zoo.exported, "render_card", crash, raising=False)
+    monkeypatch.setattr(zoo.pretrained.exported, "render_card", crash, raising=False)
     monkeypatch.setattr("training.release.export.render_card", crash)
     with pytest.raises(KeyboardInterrupt):
         export_checkpoint(ckpt=str(path), out=str(tmp_path / "fresh"))
@@ -123,7 +124,7 @@ def test_load_encoder_errors(tmp_path):
 def test_patch_grid_method_exports_its_grid_for_evaluation(tmp_path, fmnist_dir):
     """CPC trains on patch grids: the export records the grid and the loaded encoder averages over it."""
     pl.seed_everything(0)
-    module = ContrastiveModule(method="cpc_v2", channels_last=False, **TINY["cpc_v2"])
+    module = ContrastiveModule(method="cpc_v2", channels_last=False, **TINY["cpc_v2"])  # bit-exact comparison
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8))

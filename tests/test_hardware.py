@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.pretrain import hardware
 from training.cli import main
+from training.pretrain import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "training" / "recipes" / "yadim" / "fashion_mnist.yaml"

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.hub_servers import HubStub, OlahServer
-from zoo import local_hub
+from zoo.pretrained import local_hub
 
 REPO = "org/tiny-encoder"
 WEIGHTS = bytes(range(256)) * 40

@@ -182,7 +182,7 @@ def _cpc_forward(sd: Dict[str, torch.Tensor], x: torch.Tensor, layers, width: in
         return F.layer_norm(h, tuple(h.shape[1:]), sd[key + ".weight"], sd[key + ".bias"])
 
     h = F.max_pool2d(F.relu(ln(conv(x, "conv1.weight", 64, 7, 2, 3), "ln1")), 3, 2, 1)
-    for i, ((planes, expansion, stride), blocks) in enumerate(zip(_CPC_STAGES, layers), start=1):
+    for i, ((planes, expansion, stride), blocks) in enumerate(zip(_CPC_STAGES, layers, strict=True), start=1):
         for b in range(blocks):
             p, s, inner = f"layer{i}.{b}.", stride if b == 0 else 1, planes * width // 64
             out = F.relu(ln(conv(h, p + "conv1.weight", inner, 1), p + "ln1"))

@@ -1,16 +1,14 @@
 """Every method row trains through the real LightningModule; YAML-only methods train too."""
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import zoo
 from tests.conftest import TINY
+from tests.harness import fit_two_steps
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.module import ContrastiveModule
-from tests.harness import fit_two_steps
-
-
 
 
 def test_every_row_has_tiny_settings():

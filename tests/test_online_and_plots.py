@@ -4,8 +4,8 @@ import pytorch_lightning as pl
 import torch
 
 from tests.conftest import TINY
-from training.pretrain.callbacks import OnlineLinear
 from training.cli import main
+from training.pretrain.callbacks import OnlineLinear
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.module import ContrastiveModule
 
@@ -25,7 +25,7 @@ def test_online_linear_reports_accuracy_without_touching_the_method(fmnist_dir, 
     with_probe = fit(fmnist_dir, [probe], tmp_path / "a")
     without = fit(fmnist_dir, [], tmp_path / "b")
     assert len(probe.history) == 1 and 0.0 <= probe.history[0][1] <= 1.0
-    for (name, a), (_, b) in zip(with_probe.encoder.state_dict().items(), without.encoder.state_dict().items()):
+    for (name, a), (_, b) in zip(with_probe.encoder.state_dict().items(), without.encoder.state_dict().items(), strict=True):
         assert torch.equal(a, b), f"{name} differs: the online probe changed pre-training"
     restored = OnlineLinear(num_classes=4)
     restored.load_state_dict(probe.state_dict())

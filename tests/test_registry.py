@@ -2,12 +2,12 @@ import pytest
 
 import zoo
 from zoo.errors import UnknownNameError, ZooError
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 from zoo.spec import Method, Part
 
 
 def test_duplicate_registration_raises():
-    reg = Registry("widget")
+    reg = PartRegistry("widget")
     reg.register("a")(lambda: 1)
     with pytest.raises(ZooError, match="widget 'a' is already registered"):
         reg.register("a")(lambda: 2)

@@ -13,13 +13,13 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from tests.conftest import TINY
 import training.pretrain.batches as batches_module
+from tests.conftest import TINY
 from training.pretrain.batches import ResumableBatches
 from training.pretrain.data import FashionMNISTDataModule, InMemoryImages, batch_as_is
-from training.release.export import epochs_trained, read_checkpoint
 from training.pretrain.module import ContrastiveModule
 from training.pretrain.resume import AtomicCheckpointIO, ResumableTraining
+from training.release.export import epochs_trained, read_checkpoint
 from zoo.errors import ZooError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,19 +9,37 @@ import pytest
 import torch
 
 import zoo
-from zoo.weights import PACKAGE_REGISTRY, WeightsRegistry
+from zoo.pretrained.licenses import PROJECT_LICENSE
+from zoo.pretrained.weights_registry import PACKAGE_REGISTRY, WeightsRegistry
 
 REGISTRY = WeightsRegistry([PACKAGE_REGISTRY])
 ENTRIES = sorted(REGISTRY.entries)
 REPO_DIR = str(Path(__file__).resolve().parents[1])
 
 
-def test_every_method_has_shipped_default_weights():
-    assert sorted(REGISTRY.defaults) == sorted(zoo.list_methods())
+def test_shipped_defaults_are_method_rows():
+    """Every shipped default names a registered method; a new method row needs no weights to pass the suite."""
+    assert set(REGISTRY.defaults) <= set(zoo.list_methods())
     for method, name in REGISTRY.defaults.items():
         assert name == f"{method}.fashion_mnist"
+        assert REGISTRY.get(name).method == method
+
+
+def test_shipped_weights_stay_small():
     total = sum(f.stat().st_size for name in ENTRIES for f in REGISTRY.get(name).package_folder().iterdir())
     assert total <= 30 * 2**20, f"shipped weights take {total / 2**20:.1f} MiB (limit 30)"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_every_shipped_entry_and_card_states_its_licence(name):
+    import yaml
+
+    entry = REGISTRY.get(name)
+    assert entry.license == PROJECT_LICENSE, "weights trained by this project carry the project's licence"
+    card = (entry.package_folder() / "README.md").read_text()
+    assert card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["license"] == entry.license
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -39,7 +57,7 @@ def test_shipped_entry_loads_and_its_card_says_where_and_how(name):
     assert "Shipped inside the contrastive-zoo package" in card and "not uploaded to the Hugging Face Hub" in card
     for fact in ("wall_seconds", "machine", f"training/recipes/{entry.method}/fashion_mnist.yaml", "epochs"):
         assert fact in card
-    for key, value in entry.metrics.items():
+    for value in entry.metrics.values():
         assert f"{value:.4f}" in card
     assert {"fashion_mnist/knn", "fashion_mnist/linear"} <= set(entry.metrics)
 

@@ -17,7 +17,7 @@ import zoo
 from tests.zoo_exports import make_export, outputs
 from training.release.publish import publish
 from zoo.errors import UnknownNameError, ZooError
-from zoo.weights import WeightsRegistry
+from zoo.pretrained.weights_registry import WeightsRegistry
 
 
 @pytest.fixture()
@@ -205,7 +205,7 @@ def test_concurrent_publishers_do_not_lose_registry_entries(hub, tmp_path):
     Without the lock, read-modify-write races lost entries here (165 of 200 in one run)."""
     reg = tmp_path / "shared.json"
     entry = json.loads(hub["reg"].read_text())["entries"]["yadim.tiny"]
-    code = ("import json, sys\nfrom zoo.weights import record_entry\nentry = json.loads(sys.argv[2])\n"
+    code = ("import json, sys\nfrom zoo.pretrained.weights_registry import record_entry\nentry = json.loads(sys.argv[2])\n"
             "for i in range(100):\n    record_entry(sys.argv[1], f'{sys.argv[3]}.{i}', entry)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(reg), json.dumps(entry), prefix])
              for prefix in ("first", "second")]

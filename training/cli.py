@@ -44,9 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             from jsonargparse import auto_cli
 
             from training.downstream.evaluate import evaluate
+            from training.downstream.plots import plot_run
             from training.release.export import export_checkpoint
             from training.release.legacy import import_legacy
-            from training.downstream.plots import plot_run
             from training.release.publish import publish
 
             commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List
 import torch
 
 import zoo
-from training.pretrain import hardware
 from training.cli import lightning_cli
 from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.pretrain import hardware
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.fit_cli import Interrupted
 from training.release.export import export_checkpoint, machine

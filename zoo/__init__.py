@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import List
 
-from zoo.api import eval_transform, get_card, list_encoders, load_encoder
 from zoo.errors import UnknownNameError, ZooError
-from zoo.exported import EvalTransform
 from zoo.methods import get_method, list_methods, register_method, resolve_method
 from zoo.parts import REGISTRIES
 from zoo.parts.encoders.base import Encoder
+from zoo.pretrained.api import eval_transform, get_card, list_encoders, load_encoder
+from zoo.pretrained.exported import EvalTransform
 from zoo.spec import CHARACTERISTICS, Method, Part
 
 __version__ = "0.1.0"

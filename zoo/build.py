@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from zoo.errors import ZooError
 from zoo.parts import AUGMENTATIONS, ENCODERS, EXTRACTORS, LOSSES, SIMILARITIES
 from zoo.parts.augment import ViewPipeline
 from zoo.parts.encoders.base import Encoder
+from zoo.parts.extract import Extractor
 from zoo.spec import Method, Part
 
 
@@ -16,7 +18,7 @@ from zoo.spec import Method, Part
 class BuiltMethod:
     augment: ViewPipeline
     encoder: Encoder
-    extract: nn.Module
+    extract: Extractor
     similarity: nn.Module
     loss: nn.Module
 
@@ -27,10 +29,14 @@ def build_encoder(part: Part) -> Encoder:
 
 def build_method(method: Method) -> BuiltMethod:
     encoder = build_encoder(method.encoder)
+    extract = EXTRACTORS.build(method.extract.name, {**method.extract.kwargs, "encoder": encoder})
+    if not isinstance(extract, Extractor):  # the training loop calls the Extractor hooks on every strategy
+        raise ZooError(f"extraction {method.extract.name!r} built a {type(extract).__name__}; extraction strategies "
+                       "must subclass zoo.parts.extract.Extractor")
     return BuiltMethod(
         augment=AUGMENTATIONS.build(method.augment.name, method.augment.kwargs),
         encoder=encoder,
-        extract=EXTRACTORS.build(method.extract.name, {**method.extract.kwargs, "encoder": encoder}),
+        extract=extract,
         similarity=SIMILARITIES.build(method.similarity.name, method.similarity.kwargs),
         loss=LOSSES.build(method.loss.name, method.loss.kwargs),
     )

@@ -6,13 +6,13 @@ added by the training recipes, which override parts' arguments.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 from zoo.spec import Method, Part
 
-METHODS: Registry[Method] = Registry("method")
+METHODS: PartRegistry[Method] = PartRegistry("method")
 
 
 def register_method(method: Method) -> Method:
@@ -124,7 +124,7 @@ BYOL = register_method(Method(
 ))
 
 
-def resolve_method(method: str | None, name: str | None = None, **overrides) -> Method:
+def resolve_method(method: str | None, name: str | None = None, **overrides: Any) -> Method:
     """A row with per-characteristic overrides, or, with ``method=None``, a method defined by the overrides
     alone (all five characteristics must then be given, each with a ``name``)."""
     if method is not None:

@@ -9,7 +9,7 @@ record is trained by the one generic recipe, written into ``config.json`` on exp
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, cast
 
 from zoo.errors import ZooError
 
@@ -125,7 +125,7 @@ class Method:
             name=str(data["name"]),
             paper=str(data.get("paper", "")),
             summary=str(data.get("summary", "")),
-            **{c: Part.from_dict(data[c]) for c in CHARACTERISTICS},
+            **cast(Dict[str, Any], {c: Part.from_dict(data[c]) for c in CHARACTERISTICS}),
         )
 
     def table(self) -> str:

@@ -2,17 +2,17 @@
 
 import math
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import zoo
-import zoo.parts.amdim_tasks as amdim_tasks  # registers "multi_map"
+import zoo.parts.extract.multi_map as amdim_tasks
+from tests.harness import fit_two_steps
 from training.pretrain.module import ContrastiveModule
-from zoo.parts.amdim_tasks import MultiMapExtractor, parse_tasks
+from zoo.parts.extract.multi_map import MultiMapExtractor, parse_tasks
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity
-from tests.harness import fit_two_steps
 
 MAPS = ("r1", "r5", "r7")
 TINY_ENCODER = dict(in_channels=1, image_size=32, ndf=4, n_rkhs=16, depth=1)
@@ -82,7 +82,7 @@ def test_global_to_local_layout(task, target, locations):
     comps = MultiMapExtractor(encoder=encoder, tasks=task)(encoder, views)
     maps = maps_of(encoder, views)
     assert len(comps) == 2
-    for comp, (src, trg) in zip(comps, ((0, 1), (1, 0))):
+    for comp, (src, trg) in zip(comps, ((0, 1), (1, 0)), strict=True):
         assert comp.anchors.shape == (b, 16) and comp.candidates.shape == (b * locations, 16)
         assert comp.positives.shape == (b, locations)
         for i in range(b):
@@ -97,7 +97,7 @@ def test_local_source_is_one_location_of_the_same_image():
     torch.manual_seed(3)
     comps = MultiMapExtractor(encoder=encoder, tasks="11")(encoder, views)
     maps = maps_of(encoder, views)
-    for comp, src in zip(comps, (0, 1)):
+    for comp, src in zip(comps, (0, 1), strict=True):
         assert comp.anchors.shape == (4, 16) and comp.positives.shape == (4, 25)
         for i in range(4):
             locations = maps["r5"][src][i].reshape(16, 25).t()
@@ -139,7 +139,7 @@ def amdim_nce_by_loops(source, target, penalty, clip=20.0):
     src = source.tolist()
 
     def score(u, v):
-        raw = sum(x * y for x, y in zip(u, v)) / math.sqrt(d)
+        raw = sum(x * y for x, y in zip(u, v, strict=True)) / math.sqrt(d)
         return clip * math.tanh(raw / clip)
 
     total, count, squares, n_scores = 0.0, 0, 0.0, 0
@@ -176,7 +176,7 @@ def test_nce_on_comparison_matches_amdim_loop(task):
     maps = maps_of(encoder, views)
     similarity, loss_fn = DotSimilarity(scale_by_sqrt_dim=True, tanh_clip=20.0), NCELoss(score_penalty=0.04)
     target = MAPS[int(task[1])]
-    for comp, (src, trg) in zip(comps, ((0, 1), (1, 0))):
+    for comp, (src, trg) in zip(comps, ((0, 1), (1, 0)), strict=True):
         scores = similarity(comp.anchors, comp.candidates)
         assert scores.std() > 3 and scores.abs().max() > 10  # a case where the clip and the negatives matter
         expected = amdim_nce_by_loops(maps["r1"][src].flatten(1), maps[target][trg], penalty=0.04)

@@ -27,7 +27,7 @@ def test_preset_shapes_dtypes_and_seed_reproducibility(name, kwargs, shape):
     b = pipe(x, torch.Generator().manual_seed(7))
     c = pipe(x, torch.Generator().manual_seed(8))
     assert len(a) == (1 if name == "cpc" else 2)
-    for va, vb, vc in zip(a, b, c):
+    for va, vb, vc in zip(a, b, c, strict=True):
         assert va.shape == shape and va.dtype == torch.float32
         assert torch.equal(va, vb)
         assert not torch.equal(va, vc)

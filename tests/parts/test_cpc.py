@@ -8,13 +8,13 @@ import torch
 import torch.nn as nn
 
 import zoo
-import zoo.parts.cpc as cpc
+import zoo.parts.extract.cpc_context as cpc
+from tests.harness import fit_two_steps
 from training.pretrain.module import ContrastiveModule
-from zoo.parts.cpc import CPCContextExtractor, ContextNetwork, future_indices
 from zoo.parts.encoders.base import Encoder
+from zoo.parts.extract.cpc_context import ContextNetwork, CPCContextExtractor, future_indices
 from zoo.parts.losses import NCELoss
 from zoo.parts.similarity import DotSimilarity
-from tests.harness import fit_two_steps
 
 
 class MeanEncoder(Encoder):

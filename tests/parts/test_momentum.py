@@ -8,12 +8,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import zoo
-import zoo.parts.momentum  # noqa: F401  (registers momentum_queue, momentum_predictor, regression)
 from zoo.errors import ZooError
 from zoo.parts.extract import Comparison
-from zoo.parts.losses import NCELoss
-from zoo.parts.momentum import (EMATeacher, KeyQueue, MomentumPredictorExtractor, MomentumQueueExtractor,
-                                RegressionLoss, byol_tau)
+from zoo.parts.extract.momentum_predictor import MomentumPredictorExtractor
+from zoo.parts.extract.momentum_queue import KeyQueue, MomentumQueueExtractor
+from zoo.parts.extract.teacher import EMATeacher, byol_tau
+from zoo.parts.losses import NCELoss, RegressionLoss
 from zoo.parts.similarity import CosineSimilarity
 
 TINY_AMDIM = dict(in_channels=1, image_size=32, ndf=4, n_rkhs=16, depth=1)
@@ -44,9 +44,9 @@ def test_ema_update_matches_formula():
     online(torch.randn(5, 3))  # moves the online BN statistics
     before = [p.clone() for p in teacher[0].parameters()]
     teacher.update([online], 0.9)
-    for t, t0, o in zip(teacher[0].parameters(), before, online.parameters()):
+    for t, t0, o in zip(teacher[0].parameters(), before, online.parameters(), strict=True):
         assert torch.allclose(t, 0.9 * t0 + 0.1 * o)
-    for t, o in zip(teacher[0].buffers(), online.buffers()):
+    for t, o in zip(teacher[0].buffers(), online.buffers(), strict=True):
         assert torch.equal(t, o)
     assert not any(p.requires_grad for p in teacher.parameters())
 
@@ -146,7 +146,7 @@ def test_byol_loss_is_two_minus_two_cosine_both_ways():
     with torch.no_grad():
         p = [ext.predictor(ext.projector(encoder(x))) for x in (x1, x2)]
         z = [ext.teacher[1](ext.teacher[0](x)) for x in (x1, x2)]
-    for c, (a, b) in zip(comps, [(0, 1), (1, 0)]):
+    for c, (a, b) in zip(comps, [(0, 1), (1, 0)], strict=True):
         expected = (2 - 2 * F.cosine_similarity(p[a], z[b], dim=1)).mean()
         assert loss_fn(sim(c.anchors, c.candidates), c).item() == pytest.approx(expected.item(), rel=1e-5)
     total = sum(c.weight * loss_fn(sim(c.anchors, c.candidates), c) for c in comps)
@@ -192,7 +192,7 @@ def test_teacher_is_frozen_checkpointed_and_follows_online(make):
 
     restored = make(tiny_encoder())
     restored.load_state_dict(ext.state_dict())
-    for (n, a), b in zip(restored.state_dict().items(), ext.state_dict().values()):
+    for (n, a), b in zip(restored.state_dict().items(), ext.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
 
 
@@ -205,6 +205,7 @@ def module_for(**parts):
 
 def fit(module, data_dir, max_steps, callbacks=()):
     import pytorch_lightning as pl
+
     from training.pretrain.data import FashionMNISTDataModule
 
     trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -268,6 +269,7 @@ def _ddp_enqueue_worker(rank, port, out):
 
 def test_ddp_ranks_enqueue_the_global_batch_in_rank_order(tmp_path):
     import socket
+
     import torch.multiprocessing as mp
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -283,6 +285,7 @@ def test_ddp_ranks_enqueue_the_global_batch_in_rank_order(tmp_path):
 
 def test_teacher_updates_once_per_optimizer_step_with_progress_reaching_one(fmnist_dir):
     import pytorch_lightning as pl
+
     from training.pretrain.data import FashionMNISTDataModule
 
     module = module_for(augment={"name": "byol", "size": 32, "mean": [0.5], "std": [0.25]},

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-import zoo.parts.swav  # noqa: F401  (registers 'prototypes' and 'swapped_prediction')
+from tests.harness import fit_two_steps
 from training.pretrain.module import ContrastiveModule
 from zoo.parts.extract import Comparison
+from zoo.parts.extract.prototypes import sinkhorn
+from zoo.parts.losses import SwappedPredictionLoss
 from zoo.parts.similarity import CosineSimilarity
-from zoo.parts.swav import SwappedPredictionLoss, sinkhorn
-from tests.harness import fit_two_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,7 +222,6 @@ DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
     from types import SimpleNamespace
     import zoo
-    import zoo.parts.swav
 
     def worker(rank, out):
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=rank, world_size=2)
@@ -272,7 +271,7 @@ def test_codes_are_computed_in_float32_under_bf16_autocast(encoder):
     reference = ext._codes(z)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = ext._codes(z)
-    for ref, got in zip(reference, mixed):
+    for ref, got in zip(reference, mixed, strict=True):
         assert got.dtype == torch.float32 and torch.equal(got, ref)
 
 

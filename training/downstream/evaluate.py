@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 import zoo
-from training.downstream.frozen import frozen_evaluation, frozen_features, labelled_loaders, split_indices, topk
 from training.downstream.finetune import finetune, predict
+from training.downstream.frozen import frozen_evaluation, frozen_features, labelled_loaders, split_indices, topk
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")

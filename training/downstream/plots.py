@@ -80,10 +80,10 @@ def plot_run(run_dir: str) -> str:
             raise ZooError(f"{csv_path} has none of the logged metrics {sorted(CURVES)}")
         kinds = sorted({CURVES[k] for k in series})
         fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
-        for ax, kind in zip(axes[0], kinds):
+        for ax, kind in zip(axes[0], kinds, strict=True):
             for key, points in series.items():
                 if CURVES[key] == kind:
-                    steps, values = zip(*points)
+                    steps, values = zip(*points, strict=True)
                     ax.plot(steps, values, marker="o" if kind == "accuracy" else None, label=key)
             ax.set(xlabel="step", ylabel=kind, title=f"{csv_path.parent.name}: {kind}")
             ax.legend()

@@ -79,10 +79,9 @@ class ContrastiveModule(pl.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
-        check = getattr(self.extract, "check_batch_size", None)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if check is not None and datamodule is not None:  # e.g. a queue that must hold whole global batches
-            check(int(datamodule.batch_size) * int(self.trainer.world_size))
+        if datamodule is not None:  # e.g. a queue that must hold whole global batches
+            self.extract.check_batch_size(int(datamodule.batch_size) * int(self.trainer.world_size))
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # checked before the weights change and before any checkpoint of this step is written, so a NaN/inf loss
@@ -91,18 +90,16 @@ class ContrastiveModule(pl.LightningModule):
         if loss is not None and not torch.isfinite(loss):
             raise ZooError(f"loss became {loss.item()} at step {self.global_step}; stopping before the optimizer "
                            "step (weights and last checkpoint unchanged)")
-        hook = getattr(self.extract, "before_optimizer_step", None)
-        if hook is not None:  # e.g. SwAV keeps its prototypes frozen during the first epoch
-            hook(self.current_epoch)
+        # e.g. SwAV keeps its prototypes frozen during the first epoch
+        self.extract.before_optimizer_step(self.current_epoch)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         # momentum teachers: EMA update with the training progress in [0, 1], once per optimizer step (also under
         # gradient accumulation), and before the step's checkpoint is written, which a resumed run relies on
-        hook = getattr(self.extract, "after_optimizer_step", None)
-        if hook is not None:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            hook(self.encoder, min(1.0, (self.global_step + 1) / total))  # global_step counts this step later
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        # global_step counts this step later
+        self.extract.after_optimizer_step(self.encoder, min(1.0, (self.global_step + 1) / total))
 
     def encode_for_eval(self, images: Tensor) -> Tensor:
         """The downstream representation: eval preprocessing, then the encoder's pooled last map."""

@@ -12,10 +12,10 @@ import torch
 
 import zoo
 from zoo.build import build_encoder
-from zoo.cards import render_card
 from zoo.errors import ZooError, first_line
-from zoo.exported import FORMAT, load_exported, load_state_strict, write_exported
 from zoo.methods import resolve_method
+from zoo.pretrained.cards import render_card
+from zoo.pretrained.exported import FORMAT, load_exported, load_state_strict, write_exported
 from zoo.spec import CHARACTERISTICS
 
 
@@ -162,7 +162,7 @@ def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[s
                  recipe: Mapping[str, Any], training: Mapping[str, Any],
                  metrics: Optional[Mapping[str, float]] = None, metric_commands: Optional[Mapping[str, str]] = None,
                  where: Optional[str] = None, overwrite: bool = False) -> Path:
-    """Build the config (``exported_config``) and card, write the folder atomically (``zoo.exported.write_exported``:
+    """Build the config (``exported_config``) and card, write the folder atomically (``zoo.pretrained.exported.write_exported``:
     staged beside ``out``, validated, then renamed) and check that it loads back strictly."""
     config = exported_config(method, encoder, name=name, dataset=dataset, recipe=recipe, training=training,
                              metrics=metrics, metric_commands=metric_commands)

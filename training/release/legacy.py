@@ -43,9 +43,9 @@ from torch import Tensor
 from training.release.export import write_export
 from zoo.build import build_encoder
 from zoo.errors import ZooError
-from zoo.exported import load_state_strict
 from zoo.methods import get_method
 from zoo.parts.encoders.cpc_resnet import STEM_CHANNELS
+from zoo.pretrained.exported import load_state_strict
 from zoo.spec import Part
 
 

@@ -4,7 +4,7 @@ Three destinations, one command:
 
 - ``--repo-id ORG/NAME``: the Hugging Face Hub through ``huggingface_hub.HfApi`` (``create_repo`` then
   ``upload_folder``); endpoint and token come from the usual ``HF_ENDPOINT`` / ``HF_TOKEN`` variables.
-- ``--repo-id ORG/NAME --to DIR``: a local directory hub (``zoo.local_hub``: one git repository per model, in the
+- ``--repo-id ORG/NAME --to DIR``: a local directory hub (``zoo.pretrained.local_hub``: one git repository per model, in the
   Hub layout) for air-gapped teams; olah can serve ``DIR`` to any Hugging Face client.
 - ``--package``: copy into this package (``zoo/_weights/NAME``) for weights shipped with the zoo.
 
@@ -21,12 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from zoo import local_hub
-from zoo.cards import render_card
 from zoo.errors import ZooError
-from zoo.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, replace_dir, staging_dir
+from zoo.pretrained import local_hub
+from zoo.pretrained.cards import render_card
+from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, replace_dir, staging_dir
+from zoo.pretrained.licenses import config_license
+from zoo.pretrained.weights_registry import PACKAGE_REGISTRY, record_entry
 from zoo.spec import Method
-from zoo.weights import PACKAGE_REGISTRY, record_entry
 
 
 def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = None, package: bool = False,
@@ -47,6 +48,7 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
     """
     folder_path = Path(folder)
     config = read_config(folder_path)
+    license = config_license(config, f"{folder}/{CONFIG}")  # required before anything is uploaded
     load_exported(folder_path)  # strict load: never publish an export that would not load
     name = name or config.get("name")
     if not name:
@@ -83,6 +85,7 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
 
     entry = {"method": config["method"]["name"], "dataset": config.get("dataset") or "unknown", "source": source,
              "sha256": sha256, "input": config["input"], "num_features": config["num_features"],
+             "license": license,
              "metrics": dict(config.get("metrics") or {}), "training": dict(config.get("training") or {}),
              "metric_commands": dict(config.get("metric_commands") or {}),
              "summary": Method.from_dict(config["method"]).summary}

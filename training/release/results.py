@@ -28,11 +28,11 @@ from filelock import FileLock
 
 import zoo
 from training.release.publish import package_where
-from zoo.cards import render_card
 from zoo.errors import ZooError
-from zoo.exported import CARD, CONFIG, WEIGHTS, read_config
-from zoo.sources import resolve_source
-from zoo.weights import open_registry, record_entry
+from zoo.pretrained.cards import render_card
+from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
+from zoo.pretrained.sources import resolve_source
+from zoo.pretrained.weights_registry import open_registry, record_entry
 
 
 def package_dir() -> Path:

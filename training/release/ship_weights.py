@@ -7,7 +7,8 @@
 2. export of the last checkpoint, loaded back with ``zoo.load_encoder``,
 3. our frozen-feature evaluation on the Fashion-MNIST test split (kNN k=200 and a linear probe, bank/probe on
    the 60k training images),
-4. ``publish --package``: the folder goes to ``zoo/_weights/METHOD.fashion_mnist`` and the entry, with the
+4. ``publish --package``: the folder goes to ``zoo/_weights/METHOD.fashion_mnist`` (with ``golden.safetensors``,
+   see ``zoo.pretrained.golden``) and the entry, with the
    measured accuracies and how it was trained, into the package weights registry.
 
 Maintainers run this; it is not part of the tests or the demo (about 5 minutes per method on a 2-core CPU).
@@ -24,11 +25,12 @@ from typing import Dict, List, Optional
 
 import zoo
 from training.cli import lightning_cli
-from training.pretrain.data import FashionMNISTDataModule
 from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.pretrain.data import FashionMNISTDataModule
 from training.release.export import export_checkpoint, machine
 from training.release.publish import publish
-from zoo.weights import PACKAGE_REGISTRY
+from zoo.pretrained.golden import write_golden
+from zoo.pretrained.weights_registry import PACKAGE_REGISTRY
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 METHODS = ["yadim", "simclr", "moco_v2", "byol", "swav", "amdim", "cpc_v2"]
@@ -88,6 +90,7 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", overwrite=True,
                           training=training, metrics=metrics, metric_commands={k: how for k in metrics})
         result = publish(str(folder), package=True, registry=str(registry))
+        write_golden(name, Path(registry).parent / name, str(registry))  # features of a fixed batch
     row = {"name": name, **metrics, "train_seconds": round(seconds, 1),
            "eval_seconds": round(time.perf_counter() - start, 1), "sha256": result["sha256"]}
     print(json.dumps(row), flush=True)

@@ -12,16 +12,17 @@ channel count) is not part of a preset: the recipe passes it in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from zoo.errors import ZooError
+from zoo.part_registry import PartRegistry
 from zoo.parts import augment_ops as ops
-from zoo.registry import Registry
+from zoo.parts.augment_ops import patch_grid
 
-AUGMENTATIONS: Registry["ViewPipeline"] = Registry("augmentation")
+AUGMENTATIONS: PartRegistry["ViewPipeline"] = PartRegistry("augmentation")
 
 
 def _pair(size: int | Sequence[int]) -> Tuple[int, int]:
@@ -39,7 +40,7 @@ class ViewTransform:
     size: Tuple[int, int]
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
-    crop_scale: Optional[Tuple[float, float]] = (0.08, 1.0)  # None: keep the whole image
+    crop_scale: Optional[Tuple[float, ...]] = (0.08, 1.0)  # None: keep the whole image
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
     translate_px: int = 0
@@ -138,6 +139,7 @@ class ViewPipeline:
 
     def _patchify(self, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         n, c = x.shape[:2]
+        assert self.patch is not None, "only patch-grid pipelines patchify"
         patches = patch_grid(x, self.patch, self.overlap)
         rows, cols = patches.shape[1:3]
         patches = patches.reshape(n * rows * cols, c, self.patch, self.patch)
@@ -147,12 +149,6 @@ class ViewPipeline:
             s = torch.as_tensor(self.std, device=x.device).view(1, -1, 1, 1)
             patches = self.patch_view((patches * s + m).clamp(0, 1), generator)
         return patches.reshape(n, rows, cols, c, self.patch, self.patch)
-
-
-def patch_grid(x: Tensor, patch: int, overlap: int) -> Tensor:
-    """(B, C, H, W) -> overlapping patches (B, rows, cols, C, patch, patch) with stride ``patch - overlap``."""
-    stride = patch - overlap
-    return x.unfold(2, patch, stride).unfold(3, patch, stride).permute(0, 2, 3, 1, 4, 5).contiguous()
 
 
 def eval_preprocess(images: Tensor, size: Sequence[int], mean: Sequence[float], std: Sequence[float],
@@ -186,13 +182,13 @@ def to_unit_float(images: Tensor) -> Tensor:
     return images.float()
 
 
-def _common(size, mean, std) -> dict:
+def _common(size: int | Sequence[int], mean: Sequence[float], std: Sequence[float]) -> Dict[str, Any]:
     if not mean or not std or len(mean) != len(std):
         raise ZooError(f"mean and std must be non-empty lists of equal length, got {mean!r} and {std!r}")
     return dict(size=_pair(size), mean=tuple(map(float, mean)), std=tuple(map(float, std)))
 
 
-def _check_patch(size, patch, overlap) -> None:
+def _check_patch(size: int | Sequence[int], patch: int, overlap: int) -> None:
     h, w = _pair(size)
     stride = patch - overlap
     if patch <= 0 or overlap < 0 or stride <= 0:
@@ -234,9 +230,12 @@ def byol_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequenc
                blur_probs: Sequence[float] = (1.0, 0.1), solarize_probs: Sequence[float] = (0.0, 0.2)) -> ViewPipeline:
     """BYOL (arXiv:2006.07733), asymmetric: both views crop, flip, jitter (0.4, 0.4, 0.2, 0.1) p 0.8,
     grayscale p 0.2; view 1 blurs with p 1.0 and never solarises, view 2 blurs with p 0.1, solarises with p 0.2."""
-    common = dict(**_common(size, mean, std), crop_scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.2, 0.1),
+    common: Dict[str, Any] = dict(**_common(size, mean, std), crop_scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.2, 0.1),
                   jitter_prob=0.8, gray_prob=0.2)
-    views = tuple(ViewTransform(**common, blur_prob=b, solarize_prob=s) for b, s in zip(blur_probs, solarize_probs))
+    if len(blur_probs) != len(solarize_probs):
+        raise ZooError(f"byol needs one blur and one solarize probability per view, got {blur_probs}, {solarize_probs}")
+    views = tuple(ViewTransform(**common, blur_prob=b, solarize_prob=s)
+                  for b, s in zip(blur_probs, solarize_probs, strict=True))
     return ViewPipeline(views=views, channels=channels)
 
 
@@ -249,7 +248,7 @@ def swav_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequenc
     crops that cover only small parts of the image" (2x224 at scale 0.14-1 + 6x96 at 0.05-0.14 on ImageNet),
     each with SimCLR's colour distortion and blur. Large crops come first in the list of views."""
     s = strength
-    common = dict(jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, gray_prob=0.2, blur_prob=blur_prob)
+    common: Dict[str, Any] = dict(jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, gray_prob=0.2, blur_prob=blur_prob)
     large = ViewTransform(**_common(size, mean, std), crop_scale=tuple(large_scale), **common)
     small = ViewTransform(**_common(small_size, mean, std), crop_scale=tuple(small_scale), **common)
     if n_large < 2 or n_small < 0:

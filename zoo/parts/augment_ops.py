@@ -28,7 +28,7 @@ def bernoulli(n: int, p: float, generator: Generator) -> Tensor:
     return torch.rand(n, generator=generator) < p
 
 
-def sample_crop_boxes(n: int, height: int, width: int, scale: Tuple[float, float], ratio: Tuple[float, float],
+def sample_crop_boxes(n: int, height: int, width: int, scale: Tuple[float, ...], ratio: Tuple[float, float],
                       generator: Generator, tries: int = 10) -> Tensor:
     """Crop boxes (n, 4) as (top, left, h, w) in pixels, by RandomResizedCrop's rule.
 
@@ -197,3 +197,9 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+def patch_grid(x: Tensor, patch: int, overlap: int) -> Tensor:
+    """(B, C, H, W) -> overlapping patches (B, rows, cols, C, patch, patch) with stride ``patch - overlap``."""
+    stride = patch - overlap
+    return x.unfold(2, patch, stride).unfold(3, patch, stride).permute(0, 2, 3, 1, 4, 5).contiguous()

@@ -2,7 +2,8 @@
 
 "All of these approaches (except BYOL) have converged on using an NCE loss. The NCE loss has two parts, a
 numerator, and denominator. The numerator encourages similar vectors close together and the denominator pushes
-all other vectors far apart" (Falcon & Cho).
+all other vectors far apart" (Falcon & Cho, arXiv:2009.00104). Here: ``nce`` (InfoNCE, with AMDIM's several
+positives), BYOL's ``regression`` and SwAV's ``swapped_prediction``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.extract import Comparison
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
+from zoo.parts.extract.base import Comparison
 
-LOSSES: Registry[nn.Module] = Registry("loss")
+LOSSES: PartRegistry[nn.Module] = PartRegistry("loss")
 
 
 @LOSSES.register("nce")
@@ -53,3 +54,37 @@ class NCELoss(nn.Module):
         if self.score_penalty:
             loss = loss + self.score_penalty * scores.float().pow(2).mean()
         return loss
+
+
+@LOSSES.register("regression")
+class RegressionLoss(nn.Module):
+    """BYOL's loss ||q̄ − z̄'||² = 2 − 2 · <q, z'> / (||q|| · ||z'||) for unit q̄, z̄', averaged over anchors.
+
+    It reads each anchor's score with its positive from the similarity part's scores, so pair it with cosine
+    similarity at temperature 1.0; it never normalises or takes dot products itself.
+    """
+
+    def forward(self, scores: Tensor, comparison: Comparison) -> Tensor:
+        positives = comparison.positives
+        if positives is None:
+            raise ZooError("the regression loss needs comparisons with positives")
+        index = positives if positives.dim() == 2 else positives.unsqueeze(1)
+        return (2.0 - 2.0 * scores.float().gather(1, index)).mean()
+
+
+@LOSSES.register("swapped_prediction")
+class SwappedPredictionLoss(nn.Module):
+    """SwAV's swapped prediction: ``-sum_k q_k log softmax(scores)_k``, averaged over anchors.
+
+    ``scores`` are the similarity part's anchor-vs-prototype scores (z . c / temperature); ``comparison.targets``
+    are the codes of another view of the same samples.
+    """
+
+    def forward(self, scores: Tensor, comparison: Comparison) -> Tensor:
+        targets = comparison.targets
+        if targets is None:
+            raise ZooError("the swapped_prediction loss needs comparisons with targets (codes), e.g. from the "
+                           "'prototypes' extraction")
+        if targets.shape != scores.shape:
+            raise ZooError(f"targets {tuple(targets.shape)} do not match scores {tuple(scores.shape)}")
+        return -(targets.float() * F.log_softmax(scores.float(), dim=1)).sum(dim=1).mean()

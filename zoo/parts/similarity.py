@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 
-SIMILARITIES: Registry[nn.Module] = Registry("similarity")
+SIMILARITIES: PartRegistry[nn.Module] = PartRegistry("similarity")
 
 
 def float32_scores(anchors: Tensor, candidates: Tensor) -> Tensor:

@@ -1,6 +1,16 @@
-"""Encoders, registered by name in ``ENCODERS``."""
+"""Characteristic (2): encoders, registered by name in ``ENCODERS`` (the registry itself lives in ``base.py``).
 
+"The second way we characterize these methods is by the choice of encoder" (Falcon & Cho, arXiv:2009.00104):
+each encoder exposes named feature maps so that extraction strategies can pick the ones they compare.
+"""
+
+from zoo.parts.encoders.amdim import AMDIMEncoder
 from zoo.parts.encoders.base import ENCODERS, Encoder
-from zoo.parts.encoders import amdim, cpc_resnet, resnet  # noqa: F401  (registers the encoders)
+from zoo.parts.encoders.cpc_resnet import CPCResNetEncoder
+from zoo.parts.encoders.resnet import ResNetEncoder
 
-__all__ = ["ENCODERS", "Encoder"]
+ENCODERS.register("amdim")(AMDIMEncoder)
+ENCODERS.register("cpc_resnet")(CPCResNetEncoder)
+ENCODERS.register("resnet")(ResNetEncoder)
+
+__all__ = ["ENCODERS", "AMDIMEncoder", "CPCResNetEncoder", "Encoder", "ResNetEncoder"]

@@ -8,15 +8,15 @@ ones to compare, and a plain ``forward`` giving the pooled last map, (B, num_fea
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.part_registry import PartRegistry
 
-ENCODERS: Registry["Encoder"] = Registry("encoder")
+ENCODERS: PartRegistry["Encoder"] = PartRegistry("encoder")
 
 
 class Encoder(nn.Module):
@@ -27,6 +27,9 @@ class Encoder(nn.Module):
     map_names: Tuple[str, ...]  # shallow to deep; the last is the default representation
     input_size: Optional[Tuple[int, int]] = None  # fixed input size, or None for any size >= min_size
     min_size: int = 1
+    # set by zoo.load_encoder on the encoders it returns: the exported config and where the files came from
+    zoo_config: Dict[str, Any]
+    zoo_source: Dict[str, Any]
 
     def check_input(self, x: Tensor) -> None:
         if not hasattr(x, "dim") or x.dim() != 4:

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.encoders.base import ENCODERS, Encoder
+from zoo.parts.encoders.base import Encoder
 
 # (planes, expansion, stride) of the four stages, as pl_bolts' CPCResNet builds them
 STAGES: Tuple[Tuple[int, int, int], ...] = ((64, 4, 1), (128, 4, 2), (512, 8, 2), (512, 4, 2))
@@ -63,7 +63,6 @@ class LNBottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
-@ENCODERS.register("cpc_resnet")
 class CPCResNetEncoder(Encoder):
     """pl_bolts' CPC v2 ResNet for ``patch_size`` x ``patch_size`` patches; maps ``layer1`` .. ``layer4``.
 
@@ -92,7 +91,7 @@ class CPCResNetEncoder(Encoder):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         size = _conv_out(size, 3, 2, 1)
         channels = STEM_CHANNELS
-        for i, ((planes, expansion, stride), blocks) in enumerate(zip(STAGES, layers), start=1):
+        for i, ((planes, expansion, stride), blocks) in enumerate(zip(STAGES, layers, strict=True), start=1):
             stage: List[nn.Module] = []
             for b in range(blocks):
                 block = LNBottleneck(channels, planes, expansion, stride if b == 0 else 1, width_per_group, size)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.encoders.base import ENCODERS, Encoder
+from zoo.parts.encoders.base import Encoder
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -17,7 +17,6 @@ def _small_stem(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
 
 
-@ENCODERS.register("resnet")
 class ResNetEncoder(Encoder):
     """ResNet trunk without its classifier; maps ``layer1`` .. ``layer4``.
 
@@ -35,7 +34,7 @@ class ResNetEncoder(Encoder):
             raise ZooError("resnet width multipliers need backend='timm'")
         self.in_channels = in_channels
         self.min_size = 8 if small_image_stem else 32
-        trunk = _timm_resnet(arch, in_channels, width) if backend == "timm" else _torchvision_resnet(arch)
+        trunk: Any = _timm_resnet(arch, in_channels, width) if backend == "timm" else _torchvision_resnet(arch)
         stem_out = trunk.conv1.out_channels
         if small_image_stem:
             trunk.conv1 = _small_stem(in_channels, stem_out)
@@ -63,7 +62,7 @@ def _torchvision_resnet(arch: str) -> nn.Module:
 def _timm_resnet(arch: str, in_channels: int, width: float) -> nn.Module:
     import timm
 
-    kwargs: Dict[str, object] = {}
+    kwargs: Dict[str, Any] = {}
     if width != 1.0:
         kwargs["channels"] = tuple(int(round(c * width)) for c in (64, 128, 256, 512))
         kwargs["stem_width"] = int(round(64 * width))

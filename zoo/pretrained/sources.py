@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from zoo import local_hub
 from zoo.errors import ZooError
-from zoo.weights import WeightsEntry, open_registry
+from zoo.pretrained import local_hub
+from zoo.pretrained.weights_registry import WeightsEntry, open_registry
 
 HF_PREFIX = "hf-hub:"
 _HF_ID = re.compile(r"^hf-hub:(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]*))?$")
@@ -48,11 +48,14 @@ class Source:
 
     def _read(self, filename: str) -> bytes:
         if self.kind in ("folder", "package"):
+            assert self.folder is not None, "folder and package sources have a folder"
             path = self.folder / filename
             if not path.is_file():
                 raise ZooError(f"{self.label}: {path} is missing")
             return path.read_bytes()
+        assert self.repo_id is not None, "hub sources have a repo_id"
         if self.kind == "local-hub":
+            assert self.root is not None and self.revision is not None, "local-hub sources are pinned"
             return local_hub.read_file(self.root, self.repo_id, self.revision, filename)
         return _hub_download(self.repo_id, self.revision, filename)
 
@@ -117,7 +120,7 @@ def entry_source(entry: WeightsEntry, revision: Optional[str] = None) -> Source:
     return Source(label=label, kind="hf-hub", entry=entry, repo_id=entry.source["repo_id"], revision=pinned)
 
 
-def _entry_for_repo(repo_id: str, revision: Optional[str], registry) -> Optional[WeightsEntry]:
+def _entry_for_repo(repo_id: str, revision: Optional[str], registry: Optional[str | os.PathLike]) -> Optional[WeightsEntry]:
     """The registry entry published as this repo at this revision, so its sha256 can be checked."""
     for entry in open_registry(registry).entries.values():
         if entry.kind == "hf-hub" and entry.source["repo_id"] == repo_id and entry.source["revision"] == revision:
@@ -128,8 +131,13 @@ def _entry_for_repo(repo_id: str, revision: Optional[str], registry) -> Optional
 def _hub_download(repo_id: str, revision: Optional[str], filename: str) -> bytes:
     """``hf_hub_download`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``) with one clear error per failure."""
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     where = f"{repo_id}@{revision or 'main'} ({constants.ENDPOINT})"
     try:

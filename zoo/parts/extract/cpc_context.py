@@ -13,7 +13,7 @@ similarity (``dot``) and the loss (``nce``) are the method row's ordinary parts.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,7 +23,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract import EXTRACTORS, Comparison
+from zoo.parts.extract.base import Comparison, Extractor, check_views
 
 
 class RowMaskedConv2d(nn.Conv2d):
@@ -32,6 +32,8 @@ class RowMaskedConv2d(nn.Conv2d):
     Kernel rows below the centre are zeroed in every forward pass; the centre row is fully visible, so an output
     at row i depends on inputs in rows <= i only (any column). Stacking such layers keeps that property exactly.
     """
+
+    mask: Tensor  # buffer
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -80,8 +82,7 @@ class ContextNetwork(nn.Module):
         return self.blocks(self.project(z))
 
 
-@EXTRACTORS.register("cpc_context")
-class CPCContextExtractor(nn.Module):
+class CPCContextExtractor(Extractor):
     """CPC v2: encode every patch, run the masked context network, predict targets ``1..steps`` rows below.
 
     For each k in 1..``steps`` and every image b and grid position (i, j) with i + k < rows, the anchor is
@@ -111,8 +112,7 @@ class CPCContextExtractor(nn.Module):
 
     def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
         views = list(views)
-        if not views:
-            raise ZooError("cpc_context needs one patch-grid view (B, rows, cols, C, patch, patch), got none")
+        check_views("cpc_context", views, hint="; give patch-grid views (B, rows, cols, C, patch, patch)")
         for v in views:
             if not isinstance(v, Tensor) or v.dim() != 6:
                 shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
@@ -145,7 +145,8 @@ class CPCContextExtractor(nn.Module):
         return out
 
 
-def future_indices(batch: int, rows: int, cols: int, k: int, offset: int = 0, device=None) -> Tensor:
+def future_indices(batch: int, rows: int, cols: int, k: int, offset: int = 0,
+                   device: Optional[torch.device] = None) -> Tensor:
     """Index of target (b, i+k, j) in a row-major (b, i, j) flattening, for anchors (b, i, j) with i < rows - k,
     in the same row-major order; ``offset`` shifts into a gathered candidate set (this process's slice)."""
     b = torch.arange(batch, device=device).view(-1, 1, 1)

@@ -1,14 +1,14 @@
 """The weights registry: one JSON file naming every published encoder, where its files are and their sha256.
 
 ``load_encoder``, ``hubconf.py`` and the model cards all read this file; ``python -m training publish`` is the
-only writer. An entry is named ``METHOD.DATASET`` (``yadim.fashion_mnist``); ``defaults`` maps a method name to
+only writer. Every entry states its weights' ``license``. An entry is named ``METHOD.DATASET`` (``yadim.fashion_mnist``); ``defaults`` maps a method name to
 its default entry, so ``load_encoder("yadim")`` works. Each entry's ``source`` says where the files are:
 
 - ``{"kind": "package", "folder": F}``: shipped inside this package (``zoo/_weights/F``), works offline;
 - ``{"kind": "hf-hub", "repo_id": "ORG/NAME", "revision": SHA}``: the Hugging Face Hub (or any mirror named by
   ``HF_ENDPOINT``), fetched with ``hf_hub_download`` into its cache;
 - ``{"kind": "local-hub", "root": DIR, "repo_id": "ORG/NAME", "revision": SHA}``: a local directory hub
-  (``zoo.local_hub``), read directly from its git repository.
+  (``zoo.pretrained.local_hub``), read directly from its git repository.
 
 The package registry is ``zoo/_weights/registry.json``; ``ZOO_REGISTRY`` (paths separated by ``os.pathsep``) adds
 more registry files on top, and a name defined twice is an error rather than a silent override.
@@ -26,10 +26,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from zoo.atomic import atomic_write_text
 from zoo.errors import UnknownNameError, ZooError
-from zoo.registry import unknown_name_message
+from zoo.part_registry import unknown_name_message
+from zoo.pretrained.licenses import PROJECT_LICENSE, check_license
 
 FORMAT = "contrastive-zoo/weights-registry@1"
-PACKAGE_REGISTRY = Path(__file__).resolve().parent / "_weights" / "registry.json"
+PACKAGE_REGISTRY = Path(__file__).resolve().parents[1] / "_weights" / "registry.json"  # zoo/_weights
 LOADED_FILES = ("config.json", "model.safetensors")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -48,6 +49,7 @@ class WeightsEntry:
     sha256: Dict[str, str]
     input: Dict[str, Any]
     num_features: int
+    license: str  # e.g. "apache-2.0" (see zoo.pretrained.licenses)
     metrics: Dict[str, float] = field(default_factory=dict)
     metric_commands: Dict[str, str] = field(default_factory=dict)  # how each metric was measured
     training: Dict[str, Any] = field(default_factory=dict)
@@ -74,7 +76,7 @@ class WeightsEntry:
         return (self.base_dir / self.source["root"]).resolve()
 
     def to_json(self) -> Dict[str, Any]:
-        data = {k: getattr(self, k) for k in ("method", "dataset", "source", "sha256", "input", "num_features",
+        data = {k: getattr(self, k) for k in ("method", "dataset", "source", "sha256", "input", "num_features", "license",
                                              "metrics", "metric_commands", "training", "summary")}
         return json.loads(json.dumps(data))
 
@@ -100,8 +102,12 @@ def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
     for fname in LOADED_FILES:
         if not _SHA256.match(str(data["sha256"].get(fname, ""))):
             raise ZooError(f"{where}: sha256 of {fname} is missing or not 64 hex digits")
-    known = {"method", "dataset", "source", "sha256", "input", "num_features", "metrics", "metric_commands", "training",
-             "summary"}
+    if "license" not in data:
+        raise ZooError(f"{where}: field 'license' is missing (the weights' licence, e.g. {PROJECT_LICENSE!r} for "
+                       "weights trained by this project)")
+    check_license(data["license"], where)
+    known = {"method", "dataset", "source", "sha256", "input", "num_features", "license", "metrics", "metric_commands",
+             "training", "summary"}
     if set(data) - known:
         raise ZooError(f"{where}: unknown field(s) {sorted(set(data) - known)}")
     return WeightsEntry(name=name, base_dir=base_dir, **{k: data[k] for k in known if k in data})

@@ -15,10 +15,18 @@ import os
 from typing import Any, List, Optional
 
 from zoo.errors import ZooError
-from zoo.exported import CARD, CONFIG, WEIGHTS, EvalTransform, build_from_config, encoder_from_files, parse_config
 from zoo.parts.encoders.base import Encoder
-from zoo.sources import Source, resolve_source
-from zoo.weights import open_registry
+from zoo.pretrained.exported import (
+    CARD,
+    CONFIG,
+    WEIGHTS,
+    EvalTransform,
+    build_from_config,
+    encoder_from_files,
+    parse_config,
+)
+from zoo.pretrained.sources import Source, resolve_source
+from zoo.pretrained.weights_registry import open_registry
 
 
 def load_encoder(name_or_id: str | os.PathLike, pretrained: bool = True, revision: Optional[str] = None,

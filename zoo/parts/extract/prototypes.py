@@ -1,11 +1,12 @@
-"""SwAV (Caron et al., arXiv:2006.09882): prototypes + Sinkhorn-Knopp codes (extraction) and swapped prediction.
+"""SwAV (Caron et al., arXiv:2006.09882): prototypes + Sinkhorn-Knopp codes, the extraction half of SwAV.
 
 SwAV uses "a 'swapped' prediction mechanism where we predict the cluster assignment of a view from the
 representation of another view". In the framework's terms (Falcon & Cho), the extraction part projects every
 view to a unit vector z, scores the large views against K unit-norm prototypes C and turns those scores into
 soft codes q with a few Sinkhorn-Knopp iterations (equal share of the batch per prototype); it then emits one
 ``Comparison`` per (large view i, other view v): anchors z_v, candidates C, targets q_i. The similarity part
-(cosine / 0.1) scores z_v against C and the ``swapped_prediction`` loss is the cross-entropy against q_i.
+(cosine / 0.1) scores z_v against C and the ``swapped_prediction`` loss (``zoo.parts.losses``) is the
+cross-entropy against q_i.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract import EXTRACTORS, Comparison, ProjectionHead
-from zoo.parts.losses import LOSSES
+from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead, check_views
 from zoo.parts.similarity import float32_scores
 
 
@@ -64,8 +64,7 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     return q.t()
 
 
-@EXTRACTORS.register("prototypes")
-class PrototypeExtractor(nn.Module):
+class PrototypeExtractor(Extractor):
     """SwAV extraction: projector MLP -> unit z -> K unit prototypes -> Sinkhorn codes of the large crops.
 
     Views are ``n_large`` large crops followed by any number of small ones (the ``swav`` multi-crop preset).
@@ -81,6 +80,10 @@ class PrototypeExtractor(nn.Module):
     dropped, which SwAV uses for small batches (3840 embeddings from epoch 15 for batches of 256). Under DDP
     every process holds the same global queue and feeds its own 1/world slice of it to Sinkhorn.
     """
+
+    queue: Tensor  # buffers
+    queue_filled: Tensor
+    epoch: Tensor
 
     def __init__(self, *, encoder: Encoder, head_hidden: Optional[int] = 2048, head_out: int = 128,
                  head_layers: int = 2, n_prototypes: int = 3000, n_large: int = 2, epsilon: float = 0.05,
@@ -122,9 +125,8 @@ class PrototypeExtractor(nn.Module):
 
     def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
         n_views = len(views)
-        if n_views < 2 or n_views < self.n_large:
-            raise ZooError(f"prototypes needs at least 2 views and n_large={self.n_large} large ones, "
-                           f"got {n_views} view(s)")
+        check_views("prototypes", views, at_least=max(2, self.n_large),
+                    hint=f" (n_large={self.n_large} large crops, and at least 2 views in all)")
         batch = views[0].shape[0]
         if any(v.shape[0] != batch for v in views):
             raise ZooError(f"every view needs the same batch size, got {[v.shape[0] for v in views]}")
@@ -178,21 +180,3 @@ class PrototypeExtractor(nn.Module):
             raise ZooError(f"prototypes queue_size={self.queue_size} must be a positive multiple of the global "
                            f"batch size {global_batch} (batch_size x processes); e.g. set queue_size to "
                            f"{max(1, self.queue_size // global_batch) * global_batch}")
-
-
-@LOSSES.register("swapped_prediction")
-class SwappedPredictionLoss(nn.Module):
-    """SwAV's swapped prediction: ``-sum_k q_k log softmax(scores)_k``, averaged over anchors.
-
-    ``scores`` are the similarity part's anchor-vs-prototype scores (z . c / temperature); ``comparison.targets``
-    are the codes of another view of the same samples.
-    """
-
-    def forward(self, scores: Tensor, comparison: Comparison) -> Tensor:
-        targets = comparison.targets
-        if targets is None:
-            raise ZooError("the swapped_prediction loss needs comparisons with targets (codes), e.g. from the "
-                           "'prototypes' extraction")
-        if targets.shape != scores.shape:
-            raise ZooError(f"targets {tuple(targets.shape)} do not match scores {tuple(scores.shape)}")
-        return -(targets.float() * F.log_softmax(scores.float(), dim=1)).sum(dim=1).mean()

@@ -1,18 +1,19 @@
-"""Model cards: the ``README.md`` of an exported or published folder, rendered from ``cards/template.md``.
+"""Model cards: the ``README.md`` of an exported or published folder, rendered from ``card_templates/template.md``.
 
 The front matter is written by ``huggingface_hub.ModelCardData`` (library_name, license, tags, datasets and the
 measured metrics as ``model-index``), so the card is a valid Hugging Face model card; the body holds the method's
 five-part table, where the weights are, how they were trained and what our own evaluation measured. Optional
-per-entry prose lives in ``cards/entries/NAME.md``.
+per-entry prose lives in ``card_templates/entries/NAME.md``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from importlib.resources import files
 from typing import Any, List, Mapping, Optional
 
 from zoo.errors import ZooError
+from zoo.pretrained.licenses import config_license
 from zoo.spec import Method
 
 # Hub dataset ids for the datasets our recipes know (cards link them); other names are written as given.
@@ -24,21 +25,21 @@ PROTOCOLS = {"knn": "kNN on frozen features (cosine, exp(sim/t) votes)",
 
 
 def template_text(name: str = "template.md") -> Optional[str]:
-    """A file shipped with the package's cards (``cards/`` in the source tree), or None when absent."""
-    try:
-        from importlib.resources import files
+    """A file shipped with the card templates (``zoo/pretrained/card_templates/``), or None when absent.
 
-        path = files("zoo._cards").joinpath(*name.split("/"))
-        return path.read_text() if path.is_file() else None
-    except ModuleNotFoundError:
-        local = Path(__file__).resolve().parents[1] / "cards" / name
-        return local.read_text() if local.is_file() else None
+    ``name`` is a ``/``-separated path inside that package (``"entries/yadim.fashion_mnist.md"``); it is joined one
+    segment at a time, which every importlib.resources reader (folder, zip, wheel) supports.
+    """
+    path = files("zoo.pretrained.card_templates")
+    for segment in name.split("/"):
+        path = path.joinpath(segment)
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def front_matter(config: Mapping[str, Any], method: Method) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
-    dataset = config.get("dataset")
+    dataset: Any = config.get("dataset")
     hub_id, pretty = HUB_DATASETS.get(dataset, (dataset, dataset))
     results: List[EvalResult] = []
     for key, value in sorted((config.get("metrics") or {}).items()):
@@ -47,7 +48,8 @@ def front_matter(config: Mapping[str, Any], method: Method) -> str:
         results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
                                   dataset_split="test", metric_type="accuracy", metric_value=float(value),
                                   metric_name=PROTOCOLS.get(protocol, protocol or "accuracy")))
-    data = ModelCardData(library_name="contrastive-zoo", license="apache-2.0", pipeline_tag="image-feature-extraction",
+    license = config_license(config, required=False) or "other"  # "other": imported, licence not recorded
+    data = ModelCardData(library_name="contrastive-zoo", license=license, pipeline_tag="image-feature-extraction",
                          tags=["self-supervised", "contrastive", method.name], datasets=[hub_id] if hub_id else None,
                          model_name=config.get("name") or f"{method.name} encoder", eval_results=results or None)
     return data.to_yaml()
@@ -58,7 +60,7 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
                 where: str = "A local exported folder; not published to any hub yet.") -> str:
     template = template_text()
     if template is None:
-        raise ZooError("card template cards/template.md is not installed with the package")
+        raise ZooError("card template zoo/pretrained/card_templates/template.md is not installed with the package")
     method = Method.from_dict(config["method"])
     commands = config.get("metric_commands") or {}
     metric_rows = ["| dataset | protocol | metric | value | command |", "|---|---|---|---|---|"]

@@ -221,7 +221,7 @@ class EvalTransform:
         try:
             from PIL import Image
         except ImportError:  # pragma: no cover - Pillow comes with torchvision
-            Image = None
+            Image = None  # type: ignore[assignment]  # (only the isinstance check below needs it)
         if Image is None or not isinstance(image, Image.Image):
             raise ZooError(f"expected a PIL image or a tensor, got {type(image).__name__}")
         from torchvision.transforms.v2.functional import pil_to_tensor

@@ -18,13 +18,12 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract import EXTRACTORS, Comparison
+from zoo.parts.extract.base import Comparison, Extractor, check_views
 
 Task = Tuple[int, int]
 
@@ -94,8 +93,7 @@ def target_locations(fmap: Tensor) -> Tuple[Tensor, Tensor]:
     return gather_with_grad(local), positives
 
 
-@EXTRACTORS.register("multi_map")
-class MultiMapExtractor(nn.Module):
+class MultiMapExtractor(Extractor):
     """AMDIM's multiscale NCE tasks between two views (arXiv:1906.00910); no parameters of its own.
 
     ``tasks``: comma-separated ``"st"`` pairs, source map index s and target map index t into ``maps``
@@ -135,8 +133,7 @@ class MultiMapExtractor(nn.Module):
             raise ZooError(f"multi_map needs a global batch of at least 2 images for negatives, got {global_batch}")
 
     def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
-        if len(views) != 2:
-            raise ZooError(f"multi_map compares exactly 2 views, got {len(views)}; use the amdim augmentation")
+        check_views("multi_map", views, exactly=2, hint="; use the amdim augmentation")
         shapes = {tuple(v.shape) for v in views}
         if len(shapes) != 1:
             raise ZooError(f"multi_map needs two views of one shape, got {sorted(shapes)}")

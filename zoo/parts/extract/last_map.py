@@ -1,14 +1,12 @@
-"""Characteristic (3): representation extraction.
+"""Last-map extraction (YADIM, SimCLR): one feature map of every view, pooled, optionally through a projection head.
 
-"The third way to characterize these methods is by the strategy they employ to extract representations. This is
-arguably where the 'magic' happens in all of these methods and where they differ the most" (Falcon & Cho).
-An extractor runs the encoder on the views and returns ``Comparison`` records: which vectors are anchors, which
-are candidates, and where each anchor's positive is. The similarity and the loss do the rest.
+Falcon & Cho (arXiv:2009.00104) on YADIM: "Encode the multiple versions of an image and use the last feature map
+to make a comparison"; SimCLR (Chen et al., arXiv:2002.05709) runs the same pooled map "through a projection head"
+before NT-Xent, which contrasts each view against every other vector of the (global) batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -18,43 +16,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.registry import Registry
-
-EXTRACTORS: Registry[nn.Module] = Registry("extraction")
-
-
-@dataclass
-class Comparison:
-    """Anchors (N, D) scored against candidates (M, D) by the similarity part, then judged by the loss.
-
-    ``positives``: (N,) index of each anchor's positive candidate, or (N, P) when an anchor has P positives
-    (AMDIM's global-to-local task), each then contrasted on its own against the shared negatives.
-    ``exclude``: optional (N,) or (N, E) candidates to drop from anchor i's denominator (itself, in NT-Xent).
-    ``targets``: optional (N, M) soft targets over the candidates (SwAV's codes), for target-based losses.
-    ``weight``: this comparison's share of the total loss.
-    """
-
-    anchors: Tensor
-    candidates: Tensor
-    positives: Optional[Tensor] = None
-    exclude: Optional[Tensor] = None
-    targets: Optional[Tensor] = None
-    weight: float = 1.0
-
-
-class ProjectionHead(nn.Sequential):
-    """MLP head: (Linear -> BatchNorm -> ReLU) x (layers - 1) -> Linear, as SimCLR's g(.)."""
-
-    def __init__(self, in_features: int, hidden: int, out: int, layers: int = 2) -> None:
-        if layers < 1 or min(in_features, hidden, out) < 1:
-            raise ZooError(f"projection head needs layers >= 1 and positive sizes, got {layers}, {hidden}, {out}")
-        modules: List[nn.Module] = []
-        width = in_features
-        for _ in range(layers - 1):
-            modules += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
-            width = hidden
-        modules.append(nn.Linear(width, out))
-        super().__init__(*modules)
+from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead
 
 
 def pair_views(z: Tensor, n_views: int, pairing: str) -> List[Comparison]:
@@ -82,8 +44,7 @@ def pair_views(z: Tensor, n_views: int, pairing: str) -> List[Comparison]:
     raise ZooError(f"unknown pairing {pairing!r}; use 'all_views' or 'cross_view'")
 
 
-@EXTRACTORS.register("last_map")
-class LastMapExtractor(nn.Module):
+class LastMapExtractor(Extractor):
     """One feature map of every view, pooled to a vector, optionally through an MLP projection head.
 
     YADIM: "Encode the multiple versions of an image and use the last feature map to make a comparison. There is

@@ -1,4 +1,4 @@
-"""Registries of named parts: one per characteristic of the framework.
+"""Part registries: one per characteristic of the framework (not to be confused with the weights registry).
 
 A registry maps a name to a factory (a class or a function taking explicit keyword arguments). Registering a
 name twice raises, so two modules can never silently shadow each other; looking up an unknown name raises with
@@ -16,7 +16,7 @@ from zoo.errors import UnknownNameError, ZooError
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
+class PartRegistry(Generic[T]):
     """Name -> factory map for one kind of part (``kind`` is used in error messages)."""
 
     def __init__(self, kind: str) -> None:

@@ -1,0 +1,46 @@
+"""The licence of a set of weights: every weights-registry entry and every model card states one.
+
+Weights trained by this project (``python -m training fit``, then export and publish) take the project's own
+licence, Apache-2.0 (SPDX id ``apache-2.0`` as Hugging Face model-card metadata spells it). Weights imported from
+another project's checkpoint (``training.release.legacy``, whose configs record ``recipe.legacy_format``) keep that
+project's licence, which the import must write into ``config.json`` as ``license``: there is no default for them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Optional
+
+from zoo.errors import ZooError
+
+PROJECT_LICENSE = "apache-2.0"
+_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
+
+
+def check_license(value: Any, where: str) -> str:
+    """``value`` if it is a licence id (lower-case SPDX-like, e.g. ``apache-2.0``, ``mit``, ``cc-by-nc-4.0``)."""
+    if not isinstance(value, str) or not _LICENSE.match(value):
+        raise ZooError(f"{where}: license must be a lower-case licence id such as {PROJECT_LICENSE!r} "
+                       f"(Hugging Face model-card metadata), got {value!r}")
+    return value
+
+
+def is_imported(config: Mapping[str, Any]) -> bool:
+    """Whether an exported folder's config describes weights imported from another project's checkpoint."""
+    recipe = config.get("recipe")
+    return isinstance(recipe, Mapping) and "legacy_format" in recipe
+
+
+def config_license(config: Mapping[str, Any], where: str = "config.json", required: bool = True) -> Optional[str]:
+    """The licence of an exported folder: ``config["license"]``, else the project's own for weights it trained.
+
+    Imported weights without a ``license`` raise (``required=True``, as when publishing) or give None.
+    """
+    if config.get("license") is not None:
+        return check_license(config["license"], where)
+    if not is_imported(config):
+        return PROJECT_LICENSE
+    if required:
+        raise ZooError(f"{where}: weights imported from another project need their licence in config.json "
+                       f"('license', e.g. 'mit'); only weights trained by this project default to {PROJECT_LICENSE!r}")
+    return None
