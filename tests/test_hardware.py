@@ -33,17 +33,21 @@ def fit_args(root: Path, fmnist: Path, *extra: str) -> list:
             str(root), *extra]
 
 
-def run_fit(monkeypatch, capsys, hw, tmp_path, fmnist_dir, *extra):
+def run_fit(monkeypatch, capfd, hw, tmp_path, fmnist_dir, *extra):
     monkeypatch.setattr(hardware, "probe", lambda: hw)
     code = main(fit_args(tmp_path / "run", fmnist_dir, *extra))
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out, err = capfd.readouterr()
+    assert code == 0, out + err
+    # what a user cannot act on stays out of the output: Lightning's tips and notices, deprecation warnings
+    for noise in ("Tip:", "litlogger", "tensorboardX", "DeprecationWarning", "LightningCLI's args"):
+        assert noise not in out + err, noise
+    assert "training: 2 optimizer steps" in out and "epoch 1 done at step 2" in out
     ckpt = torch.load(next((tmp_path / "run").rglob("last.ckpt")), weights_only=True)
     return out, ckpt
 
 
-def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch, capsys, tmp_path, fmnist_dir):
-    out, ckpt = run_fit(monkeypatch, capsys, ZEN, tmp_path, fmnist_dir)
+def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch, capfd, tmp_path, fmnist_dir):
+    out, ckpt = run_fit(monkeypatch, capfd, ZEN, tmp_path, fmnist_dir)
     line = next(x for x in out.splitlines() if x.startswith("precision "))
     assert line.startswith("precision 32-true (auto: AMD EPYC 7B13 has no native bf16")
     assert ckpt["zoo_settings"]["precision"] == "32-true"
@@ -53,14 +57,14 @@ def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch, capsys, tmp_path, f
     assert "precision: 32-true" in saved  # the resolved value, not 'auto', is what the run's config records
 
 
-def test_cpu_with_native_bf16_uses_bf16_autocast(monkeypatch, capsys, tmp_path, fmnist_dir):
-    out, ckpt = run_fit(monkeypatch, capsys, SAPPHIRE, tmp_path, fmnist_dir)
+def test_cpu_with_native_bf16_uses_bf16_autocast(monkeypatch, capfd, tmp_path, fmnist_dir):
+    out, ckpt = run_fit(monkeypatch, capfd, SAPPHIRE, tmp_path, fmnist_dir)
     assert "precision bf16-mixed (auto: Intel Xeon Platinum 8480+ runs bf16 natively" in out
     assert ckpt["zoo_settings"]["precision"] == "bf16-mixed"
 
 
-def test_explicit_precision_and_memory_format_win(monkeypatch, capsys, tmp_path, fmnist_dir):
-    out, ckpt = run_fit(monkeypatch, capsys, SAPPHIRE, tmp_path, fmnist_dir, "--trainer.precision", "32-true",
+def test_explicit_precision_and_memory_format_win(monkeypatch, capfd, tmp_path, fmnist_dir):
+    out, ckpt = run_fit(monkeypatch, capfd, SAPPHIRE, tmp_path, fmnist_dir, "--trainer.precision", "32-true",
                         "--model.channels_last", "false")
     assert "precision 32-true (set explicitly" in out
     assert ckpt["zoo_settings"]["precision"] == "32-true"
@@ -69,13 +73,13 @@ def test_explicit_precision_and_memory_format_win(monkeypatch, capsys, tmp_path,
 
 
 @pytest.mark.parametrize("hw, expected", [(H100, "bf16-mixed"), (V100, "16-mixed")])
-def test_cuda_precision_follows_the_card(monkeypatch, capsys, tmp_path, fmnist_dir, hw, expected):
+def test_cuda_precision_follows_the_card(monkeypatch, capfd, tmp_path, fmnist_dir, hw, expected):
     # the CLI resolves the precision before it builds the Trainer; with no GPU here the Trainer then refuses
     # the 'gpu' accelerator, which is the only part of the run this test cannot reach
     monkeypatch.setattr(hardware, "probe", lambda: hw)
     with pytest.raises(Exception, match="(?i)gpu|cuda"):
         main(fit_args(tmp_path / "run", fmnist_dir, "--trainer.accelerator", "gpu"))
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert f"precision {expected} (auto: {hw.gpu}" in out
 
 
@@ -134,3 +138,17 @@ def test_sigterm_during_the_demo_exits_non_zero(tmp_path, fmnist_dir):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, (out[-2000:], err[-2000:])
     assert "error: stopped by SIGTERM; last checkpoint" in out
+
+
+def test_progress_line_reports_rate_and_eta():
+    from types import SimpleNamespace
+
+    from training.pretrain.progress import ProgressLine, duration
+
+    trainer = SimpleNamespace(global_step=50, estimated_stepping_batches=200, world_size=1, max_epochs=3,
+                              current_epoch=0, callback_metrics={"loss": torch.tensor(2.5)})
+    line = ProgressLine()
+    line._start, line._first_step = 100.0, 0
+    text = line.line(trainer, (torch.zeros(256, 1, 28, 28), None), now=200.0)  # 50 steps in 100 s
+    assert text == ("step 50/200 (25%), epoch 1/3: 2.00 s/step, 128 images/s, loss 2.5000, ETA 5m00s")
+    assert duration(3725) == "1h02m05s"
