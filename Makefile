@@ -29,6 +29,7 @@ test: install
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy zoo
 	$(PY) -m pytest
+	tests/installed_wheel.sh $(PY)
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache
