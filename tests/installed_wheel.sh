@@ -7,6 +7,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-$ROOT/.venv/bin/python}
+case $PY in /*) ;; */*) PY=$PWD/$PY ;; esac  # the commands below run in another folder
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/installed-wheel.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 START=$SECONDS
