@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[train,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,6 +29,7 @@ test: install
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy zoo
 	$(PY) -m pytest
+	tests/installed_wheel.sh $(PY)
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache
