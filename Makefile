@@ -28,8 +28,8 @@ demo: install data
 test: install
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy zoo
-	$(PY) -m pytest
 	tests/installed_wheel.sh $(PY)
+	$(PY) -m pytest
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache
