@@ -30,7 +30,7 @@ RECIPE = Path(__file__).resolve().parent / "recipes" / "yadim" / "fashion_mnist.
 NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
 # Without native bf16 a CPU trains in fp32 at about half the images/s of a native-bf16 CPU, so the demo trains
 # fewer steps there to stay within 10 minutes (README, "The demo on every CPU"); the recipe is otherwise the same.
-FP32_CPU_STEPS = 160
+FP32_CPU_STEPS = 100
 
 
 def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
@@ -39,7 +39,8 @@ def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
     if hw.cuda or precision != "32-true":
         return [], "the recipe as it is (3 epochs)"
     return (["--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(FP32_CPU_STEPS)],
-            f"{FP32_CPU_STEPS} steps of 256 images (0.7 epoch): this CPU has no native bf16, so it trains in fp32")
+            f"{FP32_CPU_STEPS} steps of 256 images ({FP32_CPU_STEPS * 256 / 60000:.2f} epoch): {hw.cpu} has no native "
+            "bf16, so it trains in fp32")
 
 
 def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[str, object]:
