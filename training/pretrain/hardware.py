@@ -17,7 +17,6 @@ value in a recipe or on the command line always wins.
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,7 +102,3 @@ def resolve_channels_last(requested: Union[bool, str, None]) -> Tuple[bool, str]
     if text in ("true", "false"):
         return text == "true", "set explicitly"
     raise ValueError(f"channels_last must be true, false or auto, got {requested!r}")
-
-
-def threads() -> int:
-    return torch.get_num_threads() or os.cpu_count() or 1
