@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -11,6 +10,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 
 import zoo
+from training.pretrain.hardware import cpu_name
 from zoo.build import build_encoder
 from zoo.errors import ZooError, first_line
 from zoo.methods import resolve_method
@@ -46,16 +46,8 @@ def git_commit() -> Optional[str]:
 
 def machine() -> str:
     """The machine a run used, in words: CPU model, core count, torch version (and GPU when there is one)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def run_config(ckpt: Path, checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
