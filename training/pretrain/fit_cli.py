@@ -93,7 +93,7 @@ class ZooCLI(LightningCLI):
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT,)}
+        sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C while it shuts down; put it back after
         try:
             super()._run_subcommand(subcommand)
         except KeyboardInterrupt:  # raised before Lightning's own handler is in place (setup, data loading)
@@ -105,9 +105,8 @@ class ZooCLI(LightningCLI):
                 raise Interrupted(self._resume_hint("Ctrl-C"), 128 + signal.SIGINT) from None
             raise stop
         finally:
-            for sig, handler in previous.items():
-                if signal.getsignal(sig) is signal.SIG_IGN and handler is not None:
-                    signal.signal(sig, handler)
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
 
     def _resume_hint(self, what: str) -> str:
         last = latest_checkpoint(self.trainer)
