@@ -70,19 +70,45 @@ def test_crop_boxes_follow_torchvisions_distribution():
     assert ks_statistic(top(ours), top(theirs)) < 0.0195
 
 
-def test_colour_jitter_applies_torchvisions_ops_with_the_same_factors_per_sample():
+TORCHVISION_ADJUSTMENTS = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+
+
+def test_colour_jitter_applies_torchvisions_ops_with_the_same_factors_and_order_per_sample():
     images = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     strength = (0.4, 0.4, 0.4, 0.1)
     apply = torch.arange(16) % 3 != 0
     batched = ops.color_jitter(images, strength, apply, torch.Generator().manual_seed(5))
-    g = torch.Generator().manual_seed(5)  # the factors, drawn as ColorJitter.get_params ranges them
-    fb, fc, fs = (ops.uniform(16, 1 - s, 1 + s, g) for s in strength[:3])
-    fh = ops.uniform(16, -strength[3], strength[3], g)
+    g = torch.Generator().manual_seed(5)  # the factors, drawn as ColorJitter.get_params ranges them, then the order
+    factors = [ops.uniform(16, 1 - s, 1 + s, g) for s in strength[:3]] + [ops.uniform(16, -0.1, 0.1, g)]
+    orders = torch.rand(16, 4, generator=g).argsort(dim=1)
     for k in range(16):
         expected = images[k]
         if apply[k]:
-            expected = TF.adjust_brightness(expected, fb[k].item())
-            expected = TF.adjust_contrast(expected, fc[k].item())
-            expected = TF.adjust_saturation(expected, fs[k].item())
-            expected = TF.adjust_hue(expected, fh[k].item())
+            for which in orders[k].tolist():
+                expected = TORCHVISION_ADJUSTMENTS[which](expected, factors[which][k].item())
         assert torch.allclose(batched[k], expected, atol=2e-3), f"sample {k}"
+
+
+def test_colour_jitter_order_is_uniform_over_permutations_like_torchvisions():
+    """Each image's order is recovered from its output. Brightness and contrast commute up to the clip to [0, 1],
+    so on bright images (which brightening clips) exactly one of torchvision's two compositions,
+    brightness-then-contrast or contrast-then-brightness, reproduces the sample. torchvision's ColorJitter
+    draws a random order per image, so each comes first half of the time (a fixed order gives 0 or 1)."""
+    n = 4000
+    images = 0.4 + 0.6 * torch.rand(n, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    out = ops.color_jitter(images, (0.5, 0.5, 0.0, 0.0), torch.ones(n, dtype=torch.bool),
+                           torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    fb, fc = ops.uniform(n, 0.5, 1.5, g), ops.uniform(n, 0.5, 1.5, g)
+    brightness_first = distinguishable = 0
+    for k in range(n):
+        bc = TF.adjust_contrast(TF.adjust_brightness(images[k], fb[k].item()), fc[k].item())
+        cb = TF.adjust_brightness(TF.adjust_contrast(images[k], fc[k].item()), fb[k].item())
+        is_bc, is_cb = torch.allclose(out[k], bc, atol=1e-5), torch.allclose(out[k], cb, atol=1e-5)
+        assert is_bc or is_cb, f"sample {k} matches neither order"
+        if (bc - cb).abs().max() > 1e-3:  # the two orders differ visibly for this sample
+            distinguishable += 1
+            brightness_first += int(is_bc)
+    assert distinguishable > n // 4
+    # a fair coin over the distinguishable samples: 0.5 +- 4 standard deviations
+    assert abs(brightness_first / distinguishable - 0.5) < 4 * (0.25 / distinguishable) ** 0.5

@@ -145,8 +145,10 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
 def color_jitter(x: Tensor, strength: Sequence[float], apply: Tensor, generator: Generator) -> Tensor:
     """ColorJitter(brightness, contrast, saturation, hue) on the samples where ``apply`` is True.
 
-    Factors are drawn per sample as torchvision does (uniform in [1-s, 1+s], hue in [-h, h]); the four
-    adjustments are applied in a fixed order rather than torchvision's random order.
+    As torchvision's ColorJitter (which SimCLR, MoCo, SwAV and BYOL use) does for each image, the factors are drawn
+    per sample (uniform in [1-s, 1+s], hue in [-h, h]) and the four adjustments run in a random order, drawn per
+    sample uniformly over the 24 permutations. The batch is processed stage by stage: at stage k each adjustment
+    runs on the samples whose k-th adjustment it is.
     """
     n = x.shape[0]
     b, c, s, h = strength
@@ -154,14 +156,22 @@ def color_jitter(x: Tensor, strength: Sequence[float], apply: Tensor, generator:
     fc = uniform(n, max(0.0, 1 - c), 1 + c, generator)
     fs = uniform(n, max(0.0, 1 - s), 1 + s, generator)
     fh = uniform(n, -h, h, generator)
+    # argsort of i.i.d. uniforms: every permutation of (brightness, contrast, saturation, hue) equally likely
+    order = torch.rand(n, 4, generator=generator).argsort(dim=1)
     if not bool(apply.any()):
         return x
-    y = adjust_brightness(x, fb)
-    y = adjust_contrast(y, fc)
-    y = adjust_saturation(y, fs)
-    if h > 0:
-        y = adjust_hue(y, fh)
-    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), y, x)
+    steps = [(adjust_brightness, fb), (adjust_contrast, fc)]
+    if x.shape[1] > 1:  # saturation and hue leave one-channel images as they are
+        steps += [(adjust_saturation, fs)] + ([(adjust_hue, fh)] if h > 0 else [])
+    apply = apply.cpu()
+    y = x.clone()
+    for stage in range(4):
+        for which, (adjust, factor) in enumerate(steps):
+            chosen = ((order[:, stage] == which) & apply).nonzero().squeeze(1)
+            if chosen.numel():
+                index = chosen.to(x.device)
+                y[index] = adjust(y[index], factor[chosen])
+    return y
 
 
 def random_grayscale(x: Tensor, apply: Tensor) -> Tensor:
