@@ -66,7 +66,7 @@ class ViewTransform:
         x = ops.color_jitter(x, self.jitter, ops.bernoulli(n, self.jitter_prob, generator), generator)
         x = ops.random_grayscale(x, ops.bernoulli(n, self.gray_prob, generator))
         sigma = ops.uniform(n, self.blur_sigma[0], self.blur_sigma[1], generator)
-        kernel = max(3, int(0.1 * self.size[0]) | 1)
+        kernel = ops.blur_kernel_size(min(self.size), self.blur_sigma[1])
         x = ops.gaussian_blur(x, sigma, ops.bernoulli(n, self.blur_prob, generator), kernel)
         x = ops.solarize(x, ops.bernoulli(n, self.solarize_prob, generator))
         return ops.normalize(x, self.mean, self.std)

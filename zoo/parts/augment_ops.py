@@ -180,6 +180,19 @@ def random_grayscale(x: Tensor, apply: Tensor) -> Tensor:
     return torch.where(apply.to(x.device).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
 
 
+def blur_kernel_size(side: int, sigma_max: float) -> int:
+    """Odd kernel width for a Gaussian blur of sigma up to ``sigma_max`` pixels on images ``side`` pixels wide.
+
+    SimCLR: "we blur the image 50% of the time using a Gaussian kernel. We randomly sample σ ∈ [0.1, 2.0], and the
+    kernel size is set to be 10% of the image height/width"; BYOL's 23 x 23 kernel at 224. At 224 that kernel spans
+    more than 5σ either side, a Gaussian in all but name; on small images 10% would truncate it (3 taps at 32
+    pixels, where σ = 2 becomes a near-box filter). The width is therefore at least ±3σ (2⌈3σ⌉ + 1), never
+    narrower than the papers' 10%, and under twice the image side (reflect padding needs pad < side).
+    """
+    width = max(3, int(0.1 * side) | 1, 2 * math.ceil(3 * sigma_max) + 1)
+    return min(width, 2 * side - 1)
+
+
 def gaussian_blur(x: Tensor, sigma: Tensor, apply: Tensor, kernel_size: int) -> Tensor:
     """Per-sample Gaussian blur (separable, reflect padding) where ``apply`` is True."""
     if not bool(apply.any()):
