@@ -12,7 +12,8 @@ decay), epochs, precision and memory format on both sides:
   sample on PIL images through a ``DataLoader``, ``SimCLRProjectionHead`` + ``NTXentLoss``,
   ``BYOLProjectionHead`` / ``BYOLPredictionHead`` + ``NegativeCosineSimilarity`` + ``update_momentum``);
 - the ceiling (``bench/ceiling.py``): the same encoder, heads and optimizer stepping on views already made,
-  measured right before each side, so that each side's ``ceiling_fraction`` compares figures of the same minutes.
+  measured right before and right after each side, so that each side's ``ceiling_fraction`` (its views/s over the
+  mean of the two) compares figures of the same minutes.
 
 Precision and memory format are what ``auto`` resolves to on this machine (``training.pretrain.hardware``: fp32 on CPUs
 without native bf16, bf16 autocast on those with it; channels-last), for both sides; ``--precision`` and
@@ -232,7 +233,7 @@ def main() -> int:
                         help="both sides' precision (auto: training.pretrain.hardware's choice for this CPU)")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
                         help="both sides' memory format (auto: training.pretrain.hardware's choice)")
-    parser.add_argument("--ceiling-steps", type=int, default=20, help="steps of the ceiling before each side")
+    parser.add_argument("--ceiling-steps", type=int, default=20, help="steps of each ceiling run (before and after each side)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -257,12 +258,16 @@ def main() -> int:
     for method in args.methods:
         results[method] = {}
         for side in ("ours", "lightly"):
-            ceiling = child(passthrough, "ceiling", method)
+            # the ceiling right before and right after the side: on a shared VM the speed drifts by 10-20% over
+            # minutes, so one side is compared with the mean of the two ceilings that bracket it
+            before = child(passthrough, "ceiling", method)
             result = child(passthrough, side, method)
-            if ceiling is None or result is None:
+            after = child(passthrough, "ceiling", method)
+            if before is None or result is None or after is None:
                 return 1
-            result["ceiling_views_per_s"] = ceiling["views_per_s"]
-            result["ceiling_fraction"] = result["views_per_s"] / ceiling["views_per_s"]
+            result["ceiling_runs_views_per_s"] = [before["views_per_s"], after["views_per_s"]]
+            result["ceiling_views_per_s"] = (before["views_per_s"] + after["views_per_s"]) / 2
+            result["ceiling_fraction"] = result["views_per_s"] / result["ceiling_views_per_s"]
             results[method][side] = result
             print(method, side, json.dumps(result), flush=True)
         ours, theirs = results[method]["ours"], results[method]["lightly"]
