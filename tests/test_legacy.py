@@ -210,8 +210,9 @@ def test_pl_bolts_cpc(tmp_path):
 
     encoder = _check(ckpt, "pl_bolts_cpc", reference, tmp_path, size=32)
     config = encoder.zoo_config
-    assert config["encoder"] == {"name": "cpc_resnet", "patch_size": 8, "layers": [1, 2, 1, 1], "in_channels": 3,
-                                 "width_per_group": 16}
+    # the row's arch survives the merge: pl_bolts' stage widths are resnet161's, the block counts come from the file
+    assert config["encoder"] == {"name": "cpc_resnet", "arch": "resnet161", "patch_size": 8, "layers": [1, 2, 1, 1],
+                                 "in_channels": 3, "width_per_group": 16}
     assert config["input"]["size"] == [32, 32] and (config["input"]["patch"], config["input"]["overlap"]) == (8, 4)
     assert config["method"]["name"] == "cpc_v2" and config["num_features"] == 2048
 

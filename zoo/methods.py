@@ -71,11 +71,18 @@ CPC_V2 = register_method(Method(
     name="cpc_v2",
     paper="Hénaff et al. 2020, Data-Efficient Image Recognition with Contrastive Predictive Coding, "
           "arXiv:1905.09272",
-    summary="Overlapping patch grid with per-patch augmentation, ResNet-101 per patch, PixelCNN-style masked "
-            "context network, linear predictions 1-3 rows ahead, dot product, InfoNCE against every patch of the batch.",
-    augment=Part.of("cpc", patch=64, overlap=32),
-    encoder=Part.of("resnet", arch="resnet101"),
-    extract=Part.of("cpc_context", context_dim=512, target_dim=64, steps=3, n_context_layers=5),
+    summary="Overlapping grid of 64px patches (stride 32) with per-patch colour dropping (two of three channels) "
+            "after an image-level flip and translation; a layer-normalised ResNet-161 (third stack 46 blocks, 4096 "
+            "channels, 512 bottleneck) per patch; one PixelCNN-style masked context network per direction (top-down, "
+            "bottom-up, left-right, right-left), linear predictions 1-3 patches ahead; dot product, InfoNCE against "
+            "every patch of the batch. Differs from the paper (section 4.1): 64px patches, not the final "
+            "80px; none of its further per-patch augmentations (Cubuk et al. primitives, elastic deformations, "
+            "colour transforms); post-activation blocks and 326M weights where 305M parameters are reported for "
+            "ResNet-161; context-network size and prediction lengths are not taken from the paper's text.",
+    augment=Part.of("cpc", patch=64, overlap=32, patch_colour="drop"),
+    encoder=Part.of("cpc_resnet", arch="resnet161", patch_size=64),
+    extract=Part.of("cpc_context", context_dim=512, target_dim=64, steps=3, n_context_layers=5,
+                    directions=["top_down", "bottom_up", "left_right", "right_left"]),
     similarity=Part.of("dot"),
     loss=Part.of("nce"),
 ))

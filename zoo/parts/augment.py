@@ -51,6 +51,7 @@ class ViewTransform:
     blur_prob: float = 0.0
     blur_sigma: Tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.0
+    colour_drop: bool = False  # keep one channel per image, drop the others (CPC v2's per-patch "color dropping")
 
     def __call__(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         x = to_unit_float(images)
@@ -69,6 +70,8 @@ class ViewTransform:
         kernel = ops.blur_kernel_size(min(self.size), self.blur_sigma[1])
         x = ops.gaussian_blur(x, sigma, ops.bernoulli(n, self.blur_prob, generator), kernel)
         x = ops.solarize(x, ops.bernoulli(n, self.solarize_prob, generator))
+        if self.colour_drop:
+            x = ops.drop_colour_channels(x, self.mean, generator)
         return ops.normalize(x, self.mean, self.std)
 
 
@@ -269,23 +272,6 @@ def amdim_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequen
     return ViewPipeline(views=(view, view), channels=channels)
 
 
-@AUGMENTATIONS.register("cpc")
-def cpc_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float], patch: int,
-              overlap: int, channels: Optional[int] = None, n_views: int = 1,
-              crop_scale: Optional[Sequence[float]] = None) -> ViewPipeline:
-    """CPC v2 (arXiv:1905.09272): the image is flipped and translated, then "split into an overlapping grid of
-    patches" and each patch is augmented on its own (colour jitter 0.4/0.4/0.4/0.2 p 0.8, grayscale p 0.25).
-    Views have shape (B, rows, cols, C, patch, patch)."""
-    _check_patch(size, patch, overlap)
-    common = _common(size, mean, std)
-    image = ViewTransform(**common, crop_scale=tuple(crop_scale) if crop_scale else None, translate_px=4,
-                          translate_prob=0.8)
-    per_patch = ViewTransform(**{**common, "size": (patch, patch)}, crop_scale=None, flip_prob=0.0,
-                              jitter=(0.4, 0.4, 0.4, 0.2), jitter_prob=0.8, gray_prob=0.25)
-    return ViewPipeline(views=(image,) * n_views, channels=channels, patch=patch, overlap=overlap,
-                        patch_view=per_patch)
-
-
 @AUGMENTATIONS.register("yadim")
 def yadim_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence[float],
                 channels: Optional[int] = None, n_views: int = 2, crop_scale: Sequence[float] = (0.3, 1.0),
@@ -297,3 +283,7 @@ def yadim_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequen
                          translate_px=translate_px, translate_prob=0.8, jitter=(0.4, 0.4, 0.4, 0.2),
                          jitter_prob=0.8, gray_prob=0.25)
     return ViewPipeline(views=(view,) * n_views, channels=channels)
+
+
+# the patch-grid preset lives in its own module; importing it here registers "cpc" with the others
+from zoo.parts import augment_cpc  # noqa: E402,F401  (at the end: it needs the names above)

@@ -226,3 +226,21 @@ def patch_grid(x: Tensor, patch: int, overlap: int) -> Tensor:
     """(B, C, H, W) -> overlapping patches (B, rows, cols, C, patch, patch) with stride ``patch - overlap``."""
     stride = patch - overlap
     return x.unfold(2, patch, stride).unfold(3, patch, stride).permute(0, 2, 3, 1, 4, 5).contiguous()
+
+
+def drop_colour_channels(x: Tensor, fill: Sequence[float], generator: Generator, noise: float = 0.01) -> Tensor:
+    """Colour dropping (Doersch et al. 2015, adopted by CPC v2): keep one channel per image, drawn uniformly, and
+    replace every other channel with its ``fill`` value (the dataset mean, so 0 once normalised) plus Gaussian noise
+    whose standard deviation is ``noise`` times that of the kept channel in the same image (Doersch et al. replace
+    "the dropped colors with Gaussian noise (standard deviation ~1/100 the standard deviation of the remaining
+    channel)"). Draws happen on the CPU generator whatever the device, as everywhere in this module."""
+    n, c = x.shape[:2]
+    keep = torch.randint(0, c, (n,), generator=generator)
+    jitter = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    keep = keep.to(x.device)
+    kept = x.gather(1, keep.view(n, 1, 1, 1).expand(n, 1, *x.shape[2:]))
+    spread = kept.flatten(1).std(dim=1, unbiased=False).view(n, 1, 1, 1)
+    base = torch.as_tensor(fill, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    dropped = base + noise * spread * jitter
+    is_kept = F.one_hot(keep, c).to(torch.bool).view(n, c, 1, 1)
+    return torch.where(is_kept, x, dropped)

@@ -12,11 +12,29 @@ reproduces, parameter name for parameter name, so its checkpoints load without r
   which ties the network to one patch size; the shortcut is ``downsample.0`` (1x1 conv) + ``downsample.1`` (layer
   norm) where the shape changes;
 - pl_bolts' ``cpc_resnet101`` uses 3, 4, 46, 3 blocks per stage.
+
+That last layout is the paper's ResNet-161 (section 4.1, "Model capacity"): "we convert the third residual stack
+of the ResNet-101 (containing 23 blocks, 1024-dimensional feature maps, and 256-dimensional bottleneck layers) to
+use 46 blocks with 4096-dimensional feature maps and 512-dimensional bottleneck layers. We call the resulting
+network ResNet-161." ``arch="resnet161"`` names it; the fourth stack is left as in ResNet-101 (512-dimensional
+bottlenecks, 2048 channels), which the paper does not restate. That gives 326M convolution weights where 305M is
+the count reported for CPC v2's ResNet-161 (e.g. SimCLR's and BYOL's comparison tables), so some detail of the
+paper's network is not recoverable from its text. ``arch="resnet50"`` / ``"resnet101"`` are the plain widths (third stack 256 -> 1024) with 3, 4, 6, 3 /
+3, 4, 23, 3 blocks, layer-normalised the same way.
+
+Normalisation: "batch normalization allows these models to find a trivial solution to CPC: it introduces a
+dependency between patches (through the batch statistics) [...] we can reclaim much of batch normalization's
+training efficiency by using layer normalization" (section 4.1, "Layer normalization"). Every patch is one sample
+of the batch, and each layer norm takes its mean and variance over that sample's (C, H, W) only, so a patch's
+features never depend on the other patches or images of the batch, in training as in evaluation.
+
+Where this differs: the CPC papers build on pre-activation ResNet-v2 blocks (CPC v1's encoder is a "ResNet v2
+101"); these blocks keep pl_bolts' post-activation order (conv -> norm -> ReLU, ReLU after the residual sum).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from torch import Tensor
@@ -26,7 +44,15 @@ from zoo.parts.encoders.base import Encoder
 
 # (planes, expansion, stride) of the four stages, as pl_bolts' CPCResNet builds them
 STAGES: Tuple[Tuple[int, int, int], ...] = ((64, 4, 1), (128, 4, 2), (512, 8, 2), (512, 4, 2))
+# torchvision's bottleneck widths: 256, 512, 1024, 2048 output channels
+PLAIN_STAGES: Tuple[Tuple[int, int, int], ...] = ((64, 4, 1), (128, 4, 2), (256, 4, 2), (512, 4, 2))
 STEM_CHANNELS = 64
+# arch -> (stage widths, blocks per stage); resnet161 is pl_bolts' layout, the paper's ResNet-161
+ARCHS: Dict[str, Tuple[Tuple[Tuple[int, int, int], ...], Tuple[int, int, int, int]]] = {
+    "resnet50": (PLAIN_STAGES, (3, 4, 6, 3)),
+    "resnet101": (PLAIN_STAGES, (3, 4, 23, 3)),
+    "resnet161": (STAGES, (3, 4, 46, 3)),
+}
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -66,16 +92,21 @@ class LNBottleneck(nn.Module):
 class CPCResNetEncoder(Encoder):
     """pl_bolts' CPC v2 ResNet for ``patch_size`` x ``patch_size`` patches; maps ``layer1`` .. ``layer4``.
 
-    ``layers`` is the number of bottlenecks per stage (pl_bolts' ``cpc_resnet101``: 3, 4, 46, 3; ``cpc_resnet50``:
-    3, 4, 6, 3). ``width_per_group`` scales the bottlenecks' inner width as in torchvision (64 = plain). The input
-    size is fixed because the layer norms are sized for it; a patch grid (B, rows, cols, C, p, p) is encoded patch
-    by patch and averaged (see ``Encoder.forward``).
+    ``arch`` (``resnet50``, ``resnet101``, ``resnet161``) picks the stage widths and block counts; without it the
+    widths are pl_bolts' (= ``resnet161``). ``layers``, when given, replaces the number of bottlenecks per stage
+    (pl_bolts' ``cpc_resnet101``: 3, 4, 46, 3; ``cpc_resnet50``: 3, 4, 6, 3). ``width_per_group`` scales the
+    bottlenecks' inner width as in torchvision (64 = plain). The input size is fixed because the layer norms are
+    sized for it; a patch grid (B, rows, cols, C, p, p) is encoded patch by patch and averaged (see
+    ``Encoder.forward``).
     """
 
-    def __init__(self, *, patch_size: int = 32, layers: Sequence[int] = (3, 4, 46, 3), in_channels: int = 3,
-                 width_per_group: int = 64) -> None:
+    def __init__(self, *, patch_size: int = 32, arch: Optional[str] = None, layers: Optional[Sequence[int]] = None,
+                 in_channels: int = 3, width_per_group: int = 64) -> None:
         super().__init__()
-        layers = [int(n) for n in layers]
+        if arch is not None and arch not in ARCHS:
+            raise ZooError(f"cpc_resnet arch must be one of {sorted(ARCHS)}, got {arch!r}")
+        stages, default_layers = ARCHS[arch or "resnet161"]
+        layers = [int(n) for n in (default_layers if layers is None else layers)]
         if len(layers) != 4 or min(layers) < 1:
             raise ZooError(f"cpc_resnet layers must be four block counts >= 1, got {layers}")
         if patch_size < 1 or width_per_group < 1 or in_channels < 1:
@@ -91,7 +122,7 @@ class CPCResNetEncoder(Encoder):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         size = _conv_out(size, 3, 2, 1)
         channels = STEM_CHANNELS
-        for i, ((planes, expansion, stride), blocks) in enumerate(zip(STAGES, layers, strict=True), start=1):
+        for i, ((planes, expansion, stride), blocks) in enumerate(zip(stages, layers, strict=True), start=1):
             stage: List[nn.Module] = []
             for b in range(blocks):
                 block = LNBottleneck(channels, planes, expansion, stride if b == 0 else 1, width_per_group, size)

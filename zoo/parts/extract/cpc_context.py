@@ -7,13 +7,20 @@ feature vectors that lie above it in the image". The task is "predicting 'future
 current context vectors c_{i,j}, where k > 0", linearly: ẑ_{i+k,j} = W_k c_{i,j}, contrasted with InfoNCE whose
 "negative samples {z_l} are taken from other locations in the image and other images in the mini-batch".
 
+Directions (section 4.1, "Prediction lengths and directions"): "whereas the model in van den Oord et al. (2018)
+predicted each patch using only context from above, we repeatedly predict the same patch using context from below,
+the right and the left [...], resulting in up to four times as many prediction tasks" ("adding bottom-up
+predictions: +2% accuracy; using all four spatial directions: +2.5% accuracy"). Each direction here has its own
+context network and its own W_k; the latent grid is flipped / transposed so that the direction becomes
+top-to-bottom, and the same row-masked network runs on it. The targets (and the candidates) are shared.
+
 Here the grid comes from the ``cpc`` augmentation preset, views of shape (B, rows, cols, C, patch, patch); the
 similarity (``dot``) and the loss (``nce``) are the method row's ordinary parts.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -82,27 +89,66 @@ class ContextNetwork(nn.Module):
         return self.blocks(self.project(z))
 
 
-class CPCContextExtractor(Extractor):
-    """CPC v2: encode every patch, run the masked context network, predict targets ``1..steps`` rows below.
+# direction -> (transpose rows and columns, then flip the rows): the view of the grid in which that direction's
+# context runs top-to-bottom. "top_down" is CPC v1's (context from above); "bottom_up" sees rows >= i and predicts
+# upwards; "left_right" sees columns <= j and predicts to the right; "right_left" the mirror image.
+DIRECTIONS: Dict[str, Tuple[bool, bool]] = {
+    "top_down": (False, False),
+    "bottom_up": (False, True),
+    "left_right": (True, False),
+    "right_left": (True, True),
+}
 
-    For each k in 1..``steps`` and every image b and grid position (i, j) with i + k < rows, the anchor is
-    W_k c_{b,i,j} (``target_dim``) and its positive is the target of patch (b, i+k, j); the candidates are the
-    targets (a 1x1 projection of z to ``target_dim``) of all patches of all images in the (gathered) batch. One
-    ``Comparison`` per k and view, weighted 1 / (steps * views). Several views (``cpc`` preset with ``n_views``)
-    are independent tasks: their patches are encoded in one call but never serve as each other's candidates.
+
+def orient(grid: Tensor, direction: str) -> Tensor:
+    """(B, D, R, Q) -> the grid seen from ``direction`` (its own inverse for every direction here)."""
+    transpose, flip = DIRECTIONS[direction]
+    if transpose:
+        grid = grid.transpose(2, 3)
+    return grid.flip(2) if flip else grid
+
+
+class CPCContextExtractor(Extractor):
+    """CPC v2: encode every patch, run a masked context network per direction, predict targets ``1..steps`` ahead.
+
+    For the ``top_down`` direction, each k in 1..``steps`` and every image b and grid position (i, j) with
+    i + k < rows, the anchor is W_k c_{b,i,j} (``target_dim``) and its positive is the target of patch (b, i+k, j);
+    the candidates are the targets (a 1x1 projection of z to ``target_dim``) of all patches of all images in the
+    (gathered) batch. The other ``directions`` do the same on the flipped / transposed grid (``bottom_up``:
+    positive (b, i-k, j); ``left_right``: (b, i, j+k); ``right_left``: (b, i, j-k)), with their own context network
+    and W_k. One ``Comparison`` per direction, k and view (in that nesting, views outermost), each weighted
+    1 / (directions * steps * views). Several views (``cpc`` preset with ``n_views``) are independent tasks: their
+    patches are encoded in one call but never serve as each other's candidates.
     """
 
     def __init__(self, *, encoder: Encoder, context_dim: int = 512, target_dim: int = 64, steps: int = 3,
-                 n_context_layers: int = 5) -> None:
+                 n_context_layers: int = 5, directions: Sequence[str] = ("top_down",)) -> None:
         super().__init__()
         if steps < 1:
             raise ZooError(f"cpc_context needs steps >= 1 (predictions 1..steps rows ahead), got {steps}")
         if target_dim < 1:
             raise ZooError(f"cpc_context needs target_dim >= 1, got {target_dim}")
-        self.steps = steps
-        self.context = ContextNetwork(encoder.num_features, context_dim, n_context_layers)
+        directions = [str(d) for d in ([directions] if isinstance(directions, str) else directions)]
+        bad = [d for d in directions if d not in DIRECTIONS]
+        if bad or not directions or len(set(directions)) != len(directions):
+            raise ZooError(f"cpc_context directions must be distinct names from {list(DIRECTIONS)}, got {directions}")
+        self.steps, self.directions = steps, tuple(directions)
         self.targets = nn.Conv2d(encoder.num_features, target_dim, 1)
-        self.predictors = nn.ModuleList(nn.Conv2d(context_dim, target_dim, 1) for _ in range(steps))
+        # one context network and one set of W_k per direction
+        self.contexts = nn.ModuleDict({d: ContextNetwork(encoder.num_features, context_dim, n_context_layers)
+                                       for d in self.directions})
+        self.heads = nn.ModuleDict({d: nn.ModuleList(nn.Conv2d(context_dim, target_dim, 1) for _ in range(steps))
+                                    for d in self.directions})
+
+    @property
+    def context(self) -> ContextNetwork:
+        """The first direction's context network (the only one with the default ``directions``)."""
+        return self.contexts[self.directions[0]]  # type: ignore[return-value]
+
+    @property
+    def predictors(self) -> nn.ModuleList:
+        """The first direction's W_1 .. W_steps."""
+        return self.heads[self.directions[0]]  # type: ignore[return-value]
 
     def latent_grid(self, encoder: Encoder, grid: Tensor) -> Tensor:
         """(B, R, Q, C, p, p) patches -> (B, D, R, Q) latents, all patches through one encoder call."""
@@ -121,27 +167,35 @@ class CPCContextExtractor(Extractor):
         shapes = {tuple(v.shape) for v in views}
         if len(shapes) != 1:
             raise ZooError(f"cpc_context needs views of one shape, got {sorted(shapes)}")
-        rows = views[0].shape[1]
-        if self.steps >= rows:
-            raise ZooError(f"cpc_context steps={self.steps} needs a patch grid with more than {self.steps} rows, "
-                           f"got {rows}; lower steps or use a larger image / smaller patch stride")
+        rows, cols = views[0].shape[1:3]
+        for d in self.directions:
+            ahead, what = (cols, "columns") if DIRECTIONS[d][0] else (rows, "rows")
+            if self.steps >= ahead:
+                raise ZooError(f"cpc_context steps={self.steps} needs a patch grid with more than {self.steps} "
+                               f"{what}, got {ahead} (direction {d}); lower steps or use a larger image / smaller "
+                               f"patch stride")
         z_all = self.latent_grid(encoder, torch.cat(views))  # one encoder call for every patch of every view
         comparisons: List[Comparison] = []
         for z in z_all.chunk(len(views)):
-            comparisons += self._predict(z, weight=1.0 / (self.steps * len(views)))
+            comparisons += self._predict(z, weight=1.0 / (len(self.directions) * self.steps * len(views)))
         return comparisons
 
     def _predict(self, z: Tensor, weight: float) -> List[Comparison]:
         b, _, r, q = z.shape
-        context = self.context(z)
         targets = self.targets(z).permute(0, 2, 3, 1).reshape(b * r * q, -1)  # (b, i, j) row-major
         candidates = gather_with_grad(targets)
         rank, _ = world()
+        # where each patch's target sits in the row-major candidates, as a (B, 1, R, Q) grid to orient like z
+        index = torch.arange(b * r * q, device=z.device).view(b, 1, r, q) + rank * b * r * q
         out = []
-        for k, predictor in enumerate(self.predictors, start=1):
-            anchors = predictor(context[:, :, : r - k]).permute(0, 2, 3, 1).reshape(b * (r - k) * q, -1)
-            positives = future_indices(b, r, q, k, offset=rank * b * r * q, device=z.device)
-            out.append(Comparison(anchors, candidates, positives=positives, weight=weight))
+        for d in self.directions:
+            zd, idx = orient(z, d), orient(index, d).reshape(-1)
+            rd, qd = zd.shape[2:]
+            context = self.contexts[d](zd)
+            for k, predictor in enumerate(self.heads[d], start=1):
+                anchors = predictor(context[:, :, : rd - k]).permute(0, 2, 3, 1).reshape(b * (rd - k) * qd, -1)
+                positives = idx[future_indices(b, rd, qd, k, device=z.device)]
+                out.append(Comparison(anchors, candidates, positives=positives, weight=weight))
         return out
 
 
