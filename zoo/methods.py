@@ -86,13 +86,15 @@ SWAV = register_method(Method(
     paper="Caron et al. 2020, Unsupervised Learning of Visual Features by Contrasting Cluster Assignments, "
           "arXiv:2006.09882",
     summary="Multi-crop (2 large + 6 small crops), ResNet-50, MLP head to 128-d unit z, 3000 unit prototypes "
-            "with Sinkhorn-Knopp codes of the large crops, cosine / 0.1, swapped prediction.",
+            "with Sinkhorn-Knopp codes of the large crops, swapped prediction. Similarity: dot / 0.1 on the unit z "
+            "and the prototypes, re-normalised outside the graph as in SwAV's main_swav.py, so the scores are "
+            "cosines / 0.1 and the prototypes get SwAV's full gradient.",
     augment=Part.of("swav", n_large=2, n_small=6, large_scale=[0.14, 1.0], small_scale=[0.05, 0.14],
                     strength=1.0, blur_prob=0.5),
     encoder=Part.of("resnet", arch="resnet50"),
     extract=Part.of("prototypes", head_hidden=2048, head_out=128, n_prototypes=3000, n_large=2, epsilon=0.05,
                     sinkhorn_iterations=3, freeze_prototypes_epochs=1, queue_size=0),
-    similarity=Part.of("cosine", temperature=0.1),
+    similarity=Part.of("dot", temperature=0.1),
     loss=Part.of("swapped_prediction"),
 ))
 
