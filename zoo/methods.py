@@ -44,12 +44,14 @@ YADIM = register_method(Method(
     name="yadim",
     paper="Falcon & Cho 2020, A Framework For Contrastive Self-Supervised Learning And Designing A New Approach, "
           "arXiv:2009.00104",
-    summary="CPC+AMDIM augmentations, AMDIM encoder, last feature map (no head), dot product, NCE.",
+    summary="CPC+AMDIM augmentations, AMDIM encoder, last feature map (no head), dot product / sqrt(D), NCE. The "
+            "paper names only the dot product and NCE; this row keeps AMDIM's guards as AMDIM's released costs.py "
+            "and pl_bolts apply them: tanh clip at 20 in the loss, 0.05 x the mean square of the raw scores.",
     augment=Part.of("yadim", crop_scale=[0.3, 1.0]),
     encoder=Part.of("amdim", ndf=128, n_rkhs=1024, depth=3),
     extract=Part.of("last_map", pairing="cross_view"),
-    similarity=Part.of("dot", scale_by_sqrt_dim=True, tanh_clip=20.0),
-    loss=Part.of("nce", score_penalty=0.04),
+    similarity=Part.of("dot", scale_by_sqrt_dim=True),
+    loss=Part.of("nce", tanh_clip=20.0, score_penalty=0.05),
 ))
 
 
@@ -58,12 +60,14 @@ AMDIM = register_method(Method(
     paper="Bachman et al. 2019, Learning Representations by Maximizing Mutual Information Across Views, "
           "arXiv:1906.00910",
     summary="AMDIM views, AMDIM encoder, multiscale NCE across views (global->5x5, global->7x7, sampled "
-            "5x5 location->5x5), dot / sqrt(D) tanh-clipped at 20, NCE with a score penalty.",
+            "5x5 location->5x5), dot / sqrt(D), NCE on the scores tanh-clipped at 20 plus 0.05 x the mean square "
+            "of the raw (unclipped) scores: the weight and order of Bachman's released costs.py (5e-2 since its "
+            "2019-07-12 revision, 4e-2 before) and pl_bolts.",
     augment=Part.of("amdim"),
     encoder=Part.of("amdim", ndf=128, n_rkhs=1024, depth=3),
     extract=Part.of("multi_map", tasks="01, 02, 11"),
-    similarity=Part.of("dot", scale_by_sqrt_dim=True, tanh_clip=20.0),
-    loss=Part.of("nce", score_penalty=0.04),
+    similarity=Part.of("dot", scale_by_sqrt_dim=True),
+    loss=Part.of("nce", tanh_clip=20.0, score_penalty=0.05),
 ))
 
 
