@@ -120,7 +120,8 @@ BYOL = register_method(Method(
     paper="Grill et al. 2020, Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, "
           "arXiv:2006.07733",
     summary="Asymmetric BYOL views, ResNet-50, projector + predictor MLPs (4096 -> 256) regressing an EMA target "
-            "(tau 0.996 -> 1), cosine / 1.0, 2 - 2 cos, symmetrised.",
+            "(tau 0.996 -> 1, update k of K at tau(k/K) from k = 0 as in BYOL's code), cosine / 1.0, 2 - 2 cos, "
+            "symmetrised.",
     augment=Part.of("byol"),
     encoder=Part.of("resnet", arch="resnet50"),
     extract=Part.of("momentum_predictor", projector_hidden=4096, projector_out=256, predictor_hidden=4096,
