@@ -44,12 +44,14 @@ YADIM = register_method(Method(
     name="yadim",
     paper="Falcon & Cho 2020, A Framework For Contrastive Self-Supervised Learning And Designing A New Approach, "
           "arXiv:2009.00104",
-    summary="CPC+AMDIM augmentations, AMDIM encoder, last feature map (no head), dot product, NCE.",
+    summary="CPC+AMDIM augmentations, AMDIM encoder, last feature map (no head), dot product / sqrt(D), NCE. The "
+            "paper names only the dot product and NCE; this row keeps AMDIM's guards as AMDIM's released costs.py "
+            "and pl_bolts apply them: tanh clip at 20 in the loss, 0.05 x the mean square of the raw scores.",
     augment=Part.of("yadim", crop_scale=[0.3, 1.0]),
     encoder=Part.of("amdim", ndf=128, n_rkhs=1024, depth=3),
     extract=Part.of("last_map", pairing="cross_view"),
-    similarity=Part.of("dot", scale_by_sqrt_dim=True, tanh_clip=20.0),
-    loss=Part.of("nce", score_penalty=0.04),
+    similarity=Part.of("dot", scale_by_sqrt_dim=True),
+    loss=Part.of("nce", tanh_clip=20.0, score_penalty=0.05),
 ))
 
 
@@ -58,12 +60,14 @@ AMDIM = register_method(Method(
     paper="Bachman et al. 2019, Learning Representations by Maximizing Mutual Information Across Views, "
           "arXiv:1906.00910",
     summary="AMDIM views, AMDIM encoder, multiscale NCE across views (global->5x5, global->7x7, sampled "
-            "5x5 location->5x5), dot / sqrt(D) tanh-clipped at 20, NCE with a score penalty.",
+            "5x5 location->5x5), dot / sqrt(D), NCE on the scores tanh-clipped at 20 plus 0.05 x the mean square "
+            "of the raw (unclipped) scores: the weight and order of Bachman's released costs.py (5e-2 since its "
+            "2019-07-12 revision, 4e-2 before) and pl_bolts.",
     augment=Part.of("amdim"),
     encoder=Part.of("amdim", ndf=128, n_rkhs=1024, depth=3),
     extract=Part.of("multi_map", tasks="01, 02, 11"),
-    similarity=Part.of("dot", scale_by_sqrt_dim=True, tanh_clip=20.0),
-    loss=Part.of("nce", score_penalty=0.04),
+    similarity=Part.of("dot", scale_by_sqrt_dim=True),
+    loss=Part.of("nce", tanh_clip=20.0, score_penalty=0.05),
 ))
 
 
@@ -93,13 +97,15 @@ SWAV = register_method(Method(
     paper="Caron et al. 2020, Unsupervised Learning of Visual Features by Contrasting Cluster Assignments, "
           "arXiv:2006.09882",
     summary="Multi-crop (2 large + 6 small crops), ResNet-50, MLP head to 128-d unit z, 3000 unit prototypes "
-            "with Sinkhorn-Knopp codes of the large crops, cosine / 0.1, swapped prediction.",
+            "with Sinkhorn-Knopp codes of the large crops, swapped prediction. Similarity: dot / 0.1 on the unit z "
+            "and the prototypes, re-normalised outside the graph as in SwAV's main_swav.py, so the scores are "
+            "cosines / 0.1 and the prototypes get SwAV's full gradient.",
     augment=Part.of("swav", n_large=2, n_small=6, large_scale=[0.14, 1.0], small_scale=[0.05, 0.14],
                     strength=1.0, blur_prob=0.5),
     encoder=Part.of("resnet", arch="resnet50"),
     extract=Part.of("prototypes", head_hidden=2048, head_out=128, n_prototypes=3000, n_large=2, epsilon=0.05,
                     sinkhorn_iterations=3, freeze_prototypes_epochs=1, queue_size=0),
-    similarity=Part.of("cosine", temperature=0.1),
+    similarity=Part.of("dot", temperature=0.1),
     loss=Part.of("swapped_prediction"),
 ))
 
@@ -121,7 +127,8 @@ BYOL = register_method(Method(
     paper="Grill et al. 2020, Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, "
           "arXiv:2006.07733",
     summary="Asymmetric BYOL views, ResNet-50, projector + predictor MLPs (4096 -> 256) regressing an EMA target "
-            "(tau 0.996 -> 1), cosine / 1.0, 2 - 2 cos, symmetrised.",
+            "(tau 0.996 -> 1, update k of K at tau(k/K) from k = 0 as in BYOL's code), cosine / 1.0, 2 - 2 cos, "
+            "symmetrised.",
     augment=Part.of("byol"),
     encoder=Part.of("resnet", arch="resnet50"),
     extract=Part.of("momentum_predictor", projector_hidden=4096, projector_out=256, predictor_hidden=4096,

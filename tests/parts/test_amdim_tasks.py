@@ -11,8 +11,6 @@ import zoo.parts.extract.multi_map as amdim_tasks
 from tests.harness import fit_two_steps
 from training.pretrain.module import ContrastiveModule
 from zoo.parts.extract.multi_map import MultiMapExtractor, parse_tasks
-from zoo.parts.losses import NCELoss
-from zoo.parts.similarity import DotSimilarity
 
 MAPS = ("r1", "r5", "r7")
 TINY_ENCODER = dict(in_channels=1, image_size=32, ndf=4, n_rkhs=16, depth=1)
@@ -132,21 +130,22 @@ def test_positives_are_offset_by_rank_under_ddp(monkeypatch):
 # --- loss against AMDIM's NCE written as loops ------------------------------------------------------------------
 
 def amdim_nce_by_loops(source, target, penalty, clip=20.0):
-    """Per-positive NCE: for image i and each location k of its target map, the positive score against the
-    scores with every location of every other image; averaged; plus ``penalty * mean(all scores^2)``."""
+    """Per-positive NCE on clipped scores: for image i and each location k of its target map, the positive score
+    against the scores with every location of every other image; averaged; plus ``penalty * mean(raw^2)`` over
+    every raw (unclipped) score, as AMDIM's costs.py."""
     b, d = source.shape
     locs = [target[j].reshape(d, -1).t().tolist() for j in range(b)]
     src = source.tolist()
 
-    def score(u, v):
-        raw = sum(x * y for x, y in zip(u, v, strict=True)) / math.sqrt(d)
-        return clip * math.tanh(raw / clip)
+    def raw_score(u, v):
+        return sum(x * y for x, y in zip(u, v, strict=True)) / math.sqrt(d)
 
     total, count, squares, n_scores = 0.0, 0, 0.0, 0
     for i in range(b):
-        rows = [[score(src[i], v) for v in locs[j]] for j in range(b)]
-        squares += sum(s * s for row in rows for s in row)
-        n_scores += sum(len(row) for row in rows)
+        raw = [[raw_score(src[i], v) for v in locs[j]] for j in range(b)]
+        squares += sum(s * s for row in raw for s in row)
+        n_scores += sum(len(row) for row in raw)
+        rows = [[clip * math.tanh(s / clip) for s in row] for row in raw]
         neg_sum = sum(math.exp(s) for j in range(b) if j != i for s in rows[j])
         for s in rows[i]:
             total += -(s - math.log(math.exp(s) + neg_sum))
@@ -174,12 +173,14 @@ def test_nce_on_comparison_matches_amdim_loop(task):
     encoder, views = RandomMaps(), two_views(batch=3, seed=5)
     comps = MultiMapExtractor(encoder=encoder, tasks=task)(encoder, views)
     maps = maps_of(encoder, views)
-    similarity, loss_fn = DotSimilarity(scale_by_sqrt_dim=True, tanh_clip=20.0), NCELoss(score_penalty=0.04)
+    row = zoo.get_method("amdim")  # the row's own similarity and loss
+    similarity = zoo.REGISTRIES["similarity"].build(row.similarity.name, row.similarity.kwargs)
+    loss_fn = zoo.REGISTRIES["loss"].build(row.loss.name, row.loss.kwargs)
     target = MAPS[int(task[1])]
     for comp, (src, trg) in zip(comps, ((0, 1), (1, 0)), strict=True):
         scores = similarity(comp.anchors, comp.candidates)
         assert scores.std() > 3 and scores.abs().max() > 10  # a case where the clip and the negatives matter
-        expected = amdim_nce_by_loops(maps["r1"][src].flatten(1), maps[target][trg], penalty=0.04)
+        expected = amdim_nce_by_loops(maps["r1"][src].flatten(1), maps[target][trg], penalty=0.05)
         assert loss_fn(scores, comp).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -194,8 +195,8 @@ def test_yaml_only_amdim_takes_two_steps(fmnist_dir):
         augment={"name": "amdim", "size": 32, "mean": [0.5], "std": [0.25]},
         encoder={"name": "amdim", **TINY_ENCODER},
         extract={"name": "multi_map"},
-        similarity={"name": "dot", "scale_by_sqrt_dim": True, "tanh_clip": 20.0},
-        loss={"name": "nce", "score_penalty": 0.04},
+        similarity={"name": "dot", "scale_by_sqrt_dim": True},
+        loss={"name": "nce", "tanh_clip": 20.0, "score_penalty": 0.05},
     )
     assert isinstance(module.extract, MultiMapExtractor) and module.extract.tasks == [(0, 1), (0, 2), (1, 1)]
     probe, changed = fit_two_steps(module, fmnist_dir)

@@ -283,7 +283,7 @@ def test_ddp_ranks_enqueue_the_global_batch_in_rank_order(tmp_path):
     assert torch.equal(r0["keys"][8:], r0["negatives"][8:])
 
 
-def test_teacher_updates_once_per_optimizer_step_with_progress_reaching_one(fmnist_dir):
+def test_teacher_updates_once_per_optimizer_step_with_progress_k_over_k_total(fmnist_dir):
     import pytorch_lightning as pl
 
     from training.pretrain.data import FashionMNISTDataModule
@@ -297,4 +297,4 @@ def test_teacher_updates_once_per_optimizer_step_with_progress_reaching_one(fmni
     trainer = pl.Trainer(max_steps=2, accumulate_grad_batches=2, accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8))
-    assert progress == [0.5, 1.0]  # 4 batches, 2 optimizer steps: one EMA update after each
+    assert progress == [0.0, 0.5]  # 4 batches, 2 optimizer steps: one EMA update after each, k/K from k = 0

@@ -95,11 +95,12 @@ class ContrastiveModule(pl.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        # momentum teachers: EMA update with the training progress in [0, 1], once per optimizer step (also under
-        # gradient accumulation), and before the step's checkpoint is written, which a resumed run relies on
+        # momentum teachers: EMA update with the training progress k/K in [0, 1), once per optimizer step (also
+        # under gradient accumulation), and before the step's checkpoint is written, which a resumed run relies on.
+        # k counts the updates from 0, as in BYOL's code (the k-th update uses its tau at k/K): global_step is still
+        # this step's index here, Lightning counts the step only after this hook returns
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        # global_step counts this step later
-        self.extract.after_optimizer_step(self.encoder, min(1.0, (self.global_step + 1) / total))
+        self.extract.after_optimizer_step(self.encoder, min(1.0, self.global_step / total))
 
     def encode_for_eval(self, images: Tensor) -> Tensor:
         """The downstream representation: eval preprocessing, then the encoder's pooled last map."""

@@ -8,6 +8,8 @@ positives), BYOL's ``regression`` and SwAV's ``swapped_prediction``.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.part_registry import PartRegistry
 from zoo.parts.extract.base import Comparison
+from zoo.parts.similarity import tanh_clip
 
 LOSSES: PartRegistry[nn.Module] = PartRegistry("loss")
 
@@ -25,19 +28,27 @@ class NCELoss(nn.Module):
     """InfoNCE: ``-log(exp(s_pos) / sum_j exp(s_j))`` over each anchor's row of scores.
 
     The row holds the anchor's score with every candidate; ``comparison.positives`` says which candidate is the
-    positive, ``comparison.exclude`` which candidates, (N,) or (N, E), leave the denominator (the anchor itself in NT-Xent). With
-    (N, P) positives each positive p gives ``-log(exp(s_p) / (exp(s_p) + sum_negatives exp(s_n)))``, averaged.
-    ``score_penalty`` adds ``penalty * mean(scores^2)``, AMDIM's regulariser for unnormalised dot products.
+    positive, ``comparison.exclude`` which candidates, (N,) or (N, E), leave the denominator (the anchor itself in
+    NT-Xent). With (N, P) positives each positive p gives ``-log(exp(s_p) / (exp(s_p) + sum_negatives exp(s_n)))``,
+    averaged.
+
+    AMDIM's two guards for unnormalised dot products: ``tanh_clip`` softly clips the scores to (-c, c), as
+    ``c * tanh(s / c)``, before the softmax, and ``score_penalty`` adds ``penalty * mean(s^2)`` over every raw
+    score, before the clip. Both live here, in the loss: AMDIM's released cost (amdim-public costs.py,
+    ``NCE_MI_MULTI._model_scores``: a 5e-2 mean-square penalty on the raw scores, then the tanh clip at 20) and
+    pl_bolts' ``AmdimNCELoss`` penalise the scores before clipping them, and a clip in the similarity part would
+    hide every score beyond c from the penalty.
     """
 
-    def __init__(self, *, score_penalty: float = 0.0) -> None:
+    def __init__(self, *, score_penalty: float = 0.0, tanh_clip: Optional[float] = None) -> None:
         super().__init__()
-        if score_penalty < 0:
-            raise ZooError(f"score_penalty must be >= 0, got {score_penalty}")
-        self.score_penalty = score_penalty
+        if score_penalty < 0 or (tanh_clip is not None and tanh_clip <= 0):
+            raise ZooError(f"nce needs score_penalty >= 0 and tanh_clip > 0, got {score_penalty}, {tanh_clip}")
+        self.score_penalty, self.clip = score_penalty, tanh_clip
 
     def forward(self, scores: Tensor, comparison: Comparison) -> Tensor:
-        logits = scores.float()
+        raw = scores.float()
+        logits = tanh_clip(raw, self.clip)
         positives = comparison.positives
         if positives is None:
             raise ZooError("the nce loss needs comparisons with positives")
@@ -52,7 +63,7 @@ class NCELoss(nn.Module):
             neg_lse = logits.masked_fill(is_pos, float("-inf")).logsumexp(dim=1, keepdim=True)
             loss = F.softplus(neg_lse - logits.gather(1, positives)).mean()
         if self.score_penalty:
-            loss = loss + self.score_penalty * scores.float().pow(2).mean()
+            loss = loss + self.score_penalty * raw.pow(2).mean()
         return loss
 
 

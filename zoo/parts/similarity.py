@@ -38,7 +38,16 @@ def tanh_clip(scores: Tensor, limit: Optional[float]) -> Tensor:
 
 @SIMILARITIES.register("dot")
 class DotSimilarity(nn.Module):
-    """Dot product ``a . b / temperature``; optionally divided by sqrt(D) and tanh-clipped (AMDIM: clip 20)."""
+    """Dot product ``a . b / temperature``; optionally divided by sqrt(D) and tanh-clipped.
+
+    On vectors the extractor already keeps at unit norm it is the cosine with SwAV's gradient: SwAV's softmax is
+    over "1/τ z_t^T c_k" with z normalised in the graph and the prototypes C re-normalised outside it (its code
+    normalises the prototype weights under no_grad before each iteration, then applies them as a plain linear
+    layer), so C's gradient keeps its radial part, which ``cosine`` would project away.
+
+    ``tanh_clip`` clips the scores every loss then sees, penalty included. AMDIM's cost penalises the raw scores
+    before its clip, so its rows leave this off and give the clip to the ``nce`` loss instead.
+    """
 
     def __init__(self, *, temperature: float = 1.0, scale_by_sqrt_dim: bool = False,
                  tanh_clip: Optional[float] = None) -> None:

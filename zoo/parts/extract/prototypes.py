@@ -5,8 +5,10 @@ representation of another view". In the framework's terms (Falcon & Cho), the ex
 view to a unit vector z, scores the large views against K unit-norm prototypes C and turns those scores into
 soft codes q with a few Sinkhorn-Knopp iterations (equal share of the batch per prototype); it then emits one
 ``Comparison`` per (large view i, other view v): anchors z_v, candidates C, targets q_i. The similarity part
-(cosine / 0.1) scores z_v against C and the ``swapped_prediction`` loss (``zoo.parts.losses``) is the
-cross-entropy against q_i.
+scores z_v against C and the ``swapped_prediction`` loss (``zoo.parts.losses``) is the cross-entropy against q_i.
+The ``swav`` row uses ``dot`` / 0.1: z and C are both unit here (C re-normalised under no_grad, as SwAV's code
+does), so the scores are cosines, and C gets SwAV's full gradient; ``cosine`` would normalise C again inside
+the graph and drop the gradient's component along each prototype.
 """
 
 from __future__ import annotations
@@ -73,12 +75,13 @@ class PrototypeExtractor(Extractor):
     full resolution crops"); for each large view i and every other view v the extractor emits
     ``Comparison(z_v, C, targets=q_i, weight=1 / (n_large * (n_views - 1)))``, SwAV's average.
 
-    The prototypes are re-normalised to unit rows at the start of every forward and their gradient is dropped
-    during the first ``freeze_prototypes_epochs`` epochs (``before_optimizer_step``). With ``queue_size > 0`` a
-    FIFO queue (newest first) keeps the last ``queue_size`` large-crop embeddings of the global batch (per large
-    view) from epoch ``queue_start_epoch`` on; once full, its scores join Sinkhorn's batch and its codes are
-    dropped, which SwAV uses for small batches (3840 embeddings from epoch 15 for batches of 256). Under DDP
-    every process holds the same global queue and feeds its own 1/world slice of it to Sinkhorn.
+    The prototypes are re-normalised to unit rows outside the autograd graph at the start of every forward (SwAV's
+    main_swav.py does so under no_grad before each iteration) and their gradient is dropped during the first
+    ``freeze_prototypes_epochs`` epochs (``before_optimizer_step``). With ``queue_size > 0`` a FIFO queue (newest
+    first) keeps the last ``queue_size`` large-crop embeddings of the global batch (per large view) from epoch
+    ``queue_start_epoch`` on; once full, its scores join Sinkhorn's batch and its codes are dropped, which SwAV
+    uses for small batches (3840 embeddings from epoch 15 for batches of 256). Under DDP every process holds the
+    same global queue and feeds its own 1/world slice of it to Sinkhorn.
     """
 
     queue: Tensor  # buffers

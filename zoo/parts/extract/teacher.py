@@ -61,7 +61,11 @@ def _pairs(teacher: Iterable[Tuple[str, Tensor]], student: Iterable[Tuple[str, T
 
 
 def byol_tau(progress: float, base: float = 0.996) -> float:
-    """BYOL's target decay: "τ = 1 − (1 − τbase) · (cos(πk/K) + 1)/2", k/K being ``progress`` in [0, 1]."""
+    """BYOL's target decay: "τ = 1 − (1 − τbase) · (cos(πk/K) + 1)/2", k/K being ``progress`` in [0, 1].
+
+    The training loop passes k/K with k the number of optimizer steps taken before this update, so the first
+    update uses τbase, as BYOL's code does (it evaluates the schedule at the step counter before incrementing it).
+    """
     if not 0.0 <= base <= 1.0:
         raise ZooError(f"base_tau must be in [0, 1], got {base}")
     progress = min(1.0, max(0.0, float(progress)))
