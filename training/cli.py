@@ -1,10 +1,11 @@
-"""``python -m training fit|export|publish|evaluate|plot|import-legacy ...``: LightningCLI for training, jsonargparse for the rest."""
+"""``python -m training fit|check-recipe|export|publish|evaluate|plot|import-legacy ...``: LightningCLI for training
+(``check-recipe`` runs a recipe through it on synthetic images), jsonargparse for the rest."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from training.pretrain.fit_cli import Interrupted
 from zoo.errors import ZooError
@@ -12,7 +13,8 @@ from zoo.errors import ZooError
 COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy")
 
 
-def lightning_cli(args: List[str], run: bool = True):
+def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callable[..., Any]] = None):
+    """The ``fit`` command line (``cli_class`` defaults to ``ZooCLI``; check-recipe passes its subclass)."""
     from training.pretrain.data import ImageDataModule
     from training.pretrain.fit_cli import ZooCLI, ZooTrainer
     from training.pretrain.module import ContrastiveModule
@@ -21,9 +23,9 @@ def lightning_cli(args: List[str], run: bool = True):
 
     # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption;
     # ProgressLine replaces Lightning's bar (``--trainer.enable_progress_bar true`` brings the bar back)
-    return ZooCLI(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
-                  trainer_class=ZooTrainer, save_config_kwargs={"overwrite": True},
-                  trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()], "enable_progress_bar": False})
+    return (cli_class or ZooCLI)(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
+                                 trainer_class=ZooTrainer, save_config_kwargs={"overwrite": True},
+                                 trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()], "enable_progress_bar": False})
 
 
 def dashes_to_underscores(argv: List[str]) -> List[str]:
@@ -40,7 +42,11 @@ def dashes_to_underscores(argv: List[str]) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in COMMANDS:
+        if argv and argv[0] == "check-recipe":
+            from training.check_recipe import main as check_recipe
+
+            print(json.dumps(check_recipe(argv[1:])), flush=True)
+        elif argv and argv[0] in COMMANDS:
             from jsonargparse import auto_cli
 
             from training.downstream.evaluate import evaluate

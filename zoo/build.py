@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from zoo.errors import ZooError
+from zoo.errors import RecipeMismatch, ZooError
 from zoo.parts import AUGMENTATIONS, ENCODERS, EXTRACTORS, LOSSES, SIMILARITIES
 from zoo.parts.augment import ViewPipeline
 from zoo.parts.encoders.base import Encoder
@@ -27,8 +27,21 @@ def build_encoder(part: Part) -> Encoder:
     return ENCODERS.build(part.name, part.kwargs)
 
 
+def check_normalisation(method: Method, encoder: Encoder) -> None:
+    """The augmentation normalises each channel the encoder receives: one mean and one std per input channel."""
+    mean, std = method.augment.kwargs.get("mean"), method.augment.kwargs.get("std")
+    channels = getattr(encoder, "in_channels", None)
+    if mean is None or std is None or channels is None:
+        return
+    if len(mean) != channels or len(std) != channels:
+        raise RecipeMismatch(f"normalisation has {len(mean)} mean and {len(std)} std values but the encoder "
+                             f"{method.encoder.name!r} takes {channels} input channel(s); give one mean and one "
+                             "std per channel")
+
+
 def build_method(method: Method) -> BuiltMethod:
     encoder = build_encoder(method.encoder)
+    check_normalisation(method, encoder)
     extract = EXTRACTORS.build(method.extract.name, {**method.extract.kwargs, "encoder": encoder})
     if not isinstance(extract, Extractor):  # the training loop calls the Extractor hooks on every strategy
         raise ZooError(f"extraction {method.extract.name!r} built a {type(extract).__name__}; extraction strategies "

@@ -17,6 +17,11 @@ class UnknownNameError(ZooError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RecipeMismatch(ZooError):
+    """Settings of one method that contradict each other (e.g. normalisation statistics for another number of
+    channels than the encoder takes); the command line names the recipe they came from."""
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -54,6 +54,9 @@ class ImageDataModule(pl.LightningDataModule):
     """Base class. Subclasses implement ``load_split(split) -> Dataset`` for 'pretrain', 'train', 'test'."""
 
     num_classes: int = 10
+    #: (channels, height, width) of the uint8 images a subclass yields, when fixed; ``check-recipe`` feeds
+    #: synthetic images of this shape in place of the real data
+    image_shape: Optional[Tuple[int, int, int]] = None
 
     def __init__(self, root: Optional[str] = None, batch_size: int = 256, num_workers: int = 0,
                  download: bool = False, train_subset: Optional[int] = None, knn_bank_subset: Optional[int] = None,
@@ -145,6 +148,8 @@ class FashionMNISTDataModule(ImageDataModule):
     ``root/FashionMNIST/raw``), then in Debian's ``dataset-fashion-mnist`` folder; downloads with torchvision
     only when ``download=True``."""
 
+    image_shape = (1, 28, 28)
+
     def candidate_dirs(self) -> list:
         if self.root is not None:
             root = Path(self.root).expanduser()
@@ -188,6 +193,8 @@ def _torchvision(factory, root: Optional[str], download: bool, name: str, **kwar
 class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10 through torchvision (50k train / 10k test, 32x32 colour)."""
 
+    image_shape = (3, 32, 32)
+
     def load_split(self, split: str) -> Dataset:
         from torchvision.datasets import CIFAR10
 
@@ -199,6 +206,8 @@ class CIFAR10DataModule(ImageDataModule):
 class STL10DataModule(ImageDataModule):
     """STL-10 through torchvision: pre-training on 'train+unlabeled' (105k, 96x96), kNN bank on the 5k
     labelled train images, test on the 8k test images."""
+
+    image_shape = (3, 96, 96)
 
     def load_split(self, split: str) -> Dataset:
         from torchvision.datasets import STL10
@@ -232,6 +241,7 @@ class ImageFolderDataModule(ImageDataModule):
                  **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         self.load_size, self.train_dir, self.test_dir = load_size, train_dir, test_dir
+        self.image_shape = (3, load_size, load_size)  # decoded as RGB, resized and centre-cropped to load_size
 
     def load_split(self, split: str) -> Dataset:
         from torchvision.datasets import ImageFolder

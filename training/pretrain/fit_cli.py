@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
 from training.pretrain import hardware
+from zoo.errors import RecipeMismatch
 
 
 class Interrupted(Exception):
@@ -84,6 +85,18 @@ class ZooCLI(LightningCLI):
                           "channels_last_reason": cl_reason, "hardware": hw.to_dict()}
         print(f"precision {precision} ({reason}); channels_last {str(channels_last).lower()} ({cl_reason})",
               flush=True)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except RecipeMismatch as err:  # settings that contradict each other: say which recipe holds them
+            raise RecipeMismatch(f"recipe {self.recipe_name()}: {err}") from None
+
+    def recipe_name(self) -> str:
+        """The ``--config`` file(s) this run was given, as written on the command line."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        paths = [str(p) for p in (config.get("config") or [])]
+        return ", ".join(paths) or "(command-line arguments)"
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
