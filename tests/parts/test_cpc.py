@@ -5,11 +5,11 @@ from typing import Dict, Tuple
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn as nn
 
 import zoo
 import zoo.parts.extract.cpc_context as cpc
 from tests.harness import fit_two_steps
+from tests.tiny_encoders import TinyConv
 from training.pretrain.module import ContrastiveModule
 from zoo.parts.encoders.base import Encoder
 from zoo.parts.extract.cpc_context import ContextNetwork, CPCContextExtractor, future_indices
@@ -27,18 +27,6 @@ class MeanEncoder(Encoder):
 
     def _maps(self, x: torch.Tensor, wanted: Tuple[str, ...]) -> Dict[str, torch.Tensor]:
         return {"pixels": x}
-
-
-class TinyConvEncoder(Encoder):
-    """One conv + ReLU, pooled: trainable, and every patch is encoded independently of the others."""
-
-    def __init__(self, in_channels: int = 1, width: int = 6) -> None:
-        super().__init__()
-        self.in_channels, self.num_features, self.map_names = in_channels, width, ("conv",)
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
-
-    def _maps(self, x, wanted):
-        return {"conv": torch.relu(self.conv(x))}
 
 
 def cpc_augment(**kwargs):
@@ -184,7 +172,7 @@ def test_bad_settings_raise(kwargs, match):
 
 def test_tiny_encoder_learns_through_the_task():
     torch.manual_seed(0)
-    encoder = TinyConvEncoder()
+    encoder = TinyConv()
     ext = CPCContextExtractor(encoder=encoder, context_dim=8, target_dim=4, steps=1, n_context_layers=1)
     views = cpc_augment()(torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8))
     comps = ext(encoder, views)

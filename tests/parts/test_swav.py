@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import zoo
 from tests.harness import fit_two_steps
+from tests.tiny_encoders import TinyConv
 from training.pretrain.module import ContrastiveModule
 from zoo.parts.extract import Comparison
 from zoo.parts.extract.prototypes import sinkhorn
@@ -82,19 +83,6 @@ def test_swapped_prediction_matches_explicit_loop():
         SwappedPredictionLoss()(scores, Comparison(None, None, positives=torch.zeros(4, dtype=torch.long)))
     with pytest.raises(zoo.ZooError, match="do not match"):
         SwappedPredictionLoss()(scores, Comparison(None, None, targets=targets[:, :5]))
-
-
-class TinyConv(zoo.Encoder):
-    """A one-convolution encoder that takes any input size (fast unit tests; not registered)."""
-
-    in_channels, num_features, map_names = 1, 6, ("conv",)
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 6, 3, padding=1)
-
-    def _maps(self, x, wanted):
-        return {"conv": torch.relu(self.conv(x))}
 
 
 def make(encoder, **kwargs):

@@ -10,21 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from tests.tiny_encoders import TinyConv
 
 TEMPERATURE, EPSILON, ROUNDS = 0.1, 0.05, 3
-
-
-class PixelConv(zoo.Encoder):
-    """One 3x3 convolution and a ReLU, pooled by the base class: a stand-in encoder for any crop size."""
-
-    in_channels, num_features, map_names = 1, 6, ("conv",)
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 6, 3, padding=1)
-
-    def _maps(self, x, wanted):
-        return {"conv": torch.relu(self.conv(x))}
 
 
 def swav_codes(scores):
@@ -44,7 +32,7 @@ def swav_codes(scores):
 def test_swav_row_prototype_gradient_matches_swav_code():
     torch.manual_seed(0)
     row = zoo.get_method("swav")
-    encoder = PixelConv()
+    encoder = TinyConv()
     ext = zoo.REGISTRIES["extract"].build("prototypes", {
         **row.extract.kwargs, "encoder": encoder, "head_hidden": 16, "head_out": 8, "n_prototypes": 5})
     similarity = zoo.REGISTRIES["similarity"].build(row.similarity.name, row.similarity.kwargs)
