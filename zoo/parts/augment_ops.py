@@ -10,7 +10,7 @@ Images are float tensors in [0, 1]; normalisation happens last, in the pipeline.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +160,7 @@ def color_jitter(x: Tensor, strength: Sequence[float], apply: Tensor, generator:
     order = torch.rand(n, 4, generator=generator).argsort(dim=1)
     if not bool(apply.any()):
         return x
-    steps = [(adjust_brightness, fb), (adjust_contrast, fc)]
+    steps: List[Tuple[Callable[[Tensor, Tensor], Tensor], Tensor]] = [(adjust_brightness, fb), (adjust_contrast, fc)]
     if x.shape[1] > 1:  # saturation and hue leave one-channel images as they are
         steps += [(adjust_saturation, fs)] + ([(adjust_hue, fh)] if h > 0 else [])
     apply = apply.cpu()

@@ -20,7 +20,7 @@ similarity (``dot``) and the loss (``nce``) are the method row's ordinary parts.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn as nn
@@ -192,7 +192,8 @@ class CPCContextExtractor(Extractor):
             zd, idx = orient(z, d), orient(index, d).reshape(-1)
             rd, qd = zd.shape[2:]
             context = self.contexts[d](zd)
-            for k, predictor in enumerate(self.heads[d], start=1):
+            heads = cast(nn.ModuleList, self.heads[d])  # one W_k per step k
+            for k, predictor in enumerate(heads, start=1):
                 anchors = predictor(context[:, :, : rd - k]).permute(0, 2, 3, 1).reshape(b * (rd - k) * qd, -1)
                 positives = idx[future_indices(b, rd, qd, k, device=z.device)]
                 out.append(Comparison(anchors, candidates, positives=positives, weight=weight))
