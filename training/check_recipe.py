@@ -138,15 +138,15 @@ class CheckCLI(ZooCLI):
 def _fit(args: List[str], pretrain_batches: int) -> CheckCLI:
     from training.cli import lightning_cli
 
-    cli = lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches))
-    return cli
+    return lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches))
 
 
 def _checkpoint(cli: CheckCLI, folder: Path, name: str) -> Path:
     """The newest checkpoint the recipe's own ModelCheckpoint callbacks wrote, or one written now if it has none."""
     found = latest_checkpoint(cli.trainer)
-    if found is not None and int(torch.load(found, map_location="cpu", weights_only=True)["global_step"]) == \
-            cli.trainer.global_step:
+    # memory-mapped: only the step counter is read, not the multi-GB weights and optimizer state
+    if found is not None and int(torch.load(found, map_location="cpu", weights_only=True, mmap=True)["global_step"]) \
+            == cli.trainer.global_step:
         return found
     path = folder / f"{name}.ckpt"
     cli.trainer.save_checkpoint(path)
