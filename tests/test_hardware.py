@@ -111,12 +111,18 @@ def wait_for(predicate, proc, seconds=240):
     raise AssertionError("timed out")
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_fit_exits_non_zero_naming_the_checkpoint(tmp_path, fmnist_dir, sig, code):
     args = fit_args(tmp_path / "run", fmnist_dir, "--trainer.max_steps", "100000", "--trainer.max_epochs", "1000")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # a shell without job control starts background commands (`make test &`, nohup) with SIGINT ignored, and the
+    # child would inherit that; a terminal's Ctrl-C reaches a process whose SIGINT is at its default
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
     wait_for(lambda: any((tmp_path / "run").rglob("last.ckpt")), proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
