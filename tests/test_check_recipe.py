@@ -92,3 +92,13 @@ def test_missing_file_and_not_a_recipe(tmp_path, capsys):
     assert main(["check-recipe", str(other)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: {other} is not a recipe: a recipe is a YAML mapping with model, data and trainer sections")
+
+
+def test_a_recipe_too_large_for_the_machine_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import training.check_recipe as check
+
+    monkeypatch.setattr(check, "available_memory", lambda: 1 << 30)  # 1 GiB: below the process's own base
+    assert main(["check-recipe", str(SMALL)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: recipe {SMALL}: the check needs about 1 GiB of memory (")
+    assert line.endswith("this machine has 1 GiB available; run it on a larger machine")

@@ -30,8 +30,8 @@ from zoo.errors import ZooError, first_line
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Local checkpoints go to a temporary file beside the target, are fsynced, then renamed over it.
 
-    Reading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when it is resumed.
-    Remote paths (``s3://`` ...) are left to Lightning's fsspec writer.
+    Reading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when it is resumed. Local
+    files are read memory-mapped (``mmap=True``; the copy-on-write mapping leaves the file untouched). Remote paths (``s3://`` ...) are left to Lightning's fsspec writer.
     """
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
@@ -45,7 +45,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
         try:
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            if "://" in str(path):
+                return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            # memory-mapped: the weights are copied into the model and the optimizer state is paged in as it is
+            # used, so resuming does not hold a second full copy of the run in memory (a 666 M-parameter AMDIM
+            # with Adam is 8 GB on disk)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
         except Exception as err:  # missing, truncated, or carrying code: one line, not an unpickler traceback
             reason = first_line(err)
             raise ZooError(f"cannot resume from {path}: not a readable checkpoint (loaded with weights_only=True): "

@@ -25,7 +25,7 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ZooError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors paged in as read
     except Exception as err:  # zip, pickle and weights_only errors alike: the file is not a safe checkpoint
         reason = first_line(err)
         raise ZooError(f"{path} is not a readable PyTorch checkpoint (loaded with weights_only=True): {reason}") \
