@@ -117,12 +117,14 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
 def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
                     recipe: Mapping[str, Any], training: Mapping[str, Any],
                     metrics: Optional[Mapping[str, float]] = None,
-                    metric_commands: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+                    metric_commands: Optional[Mapping[str, str]] = None,
+                    extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The ``config.json`` of an exported folder, the one builder for trained and imported (legacy) encoders.
 
     The input block comes from the method's augmentation: its size (an int or [h, w]), normalisation (one
     channel's statistics replicated for a grey dataset fed to a 3-channel trunk) and, for patch-grid methods
-    (CPC), the patch grid evaluation encodes and averages over.
+    (CPC), the patch grid evaluation encodes and averages over. ``extra`` adds top-level fields that no builder
+    field covers (an import's ``license``, ``imported_from`` and ``reported``); it cannot replace one.
     """
     aug = method.augment.kwargs
     size = aug["size"] if isinstance(aug["size"], (list, tuple)) else [aug["size"], aug["size"]]
@@ -147,17 +149,22 @@ def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: 
     }
     if "patch" in aug:
         config["input"].update(patch=int(aug["patch"]), overlap=int(aug.get("overlap", 0)))
+    clash = sorted(set(extra or {}) & set(config))
+    if clash:
+        raise ZooError(f"extra config fields {clash} would replace the exported config's own")
+    config.update(extra or {})
     return config
 
 
 def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
                  recipe: Mapping[str, Any], training: Mapping[str, Any],
                  metrics: Optional[Mapping[str, float]] = None, metric_commands: Optional[Mapping[str, str]] = None,
-                 where: Optional[str] = None, overwrite: bool = False) -> Path:
+                 where: Optional[str] = None, overwrite: bool = False,
+                 extra: Optional[Mapping[str, Any]] = None) -> Path:
     """Build the config (``exported_config``) and card, write the folder atomically (``zoo.pretrained.exported.write_exported``:
     staged beside ``out``, validated, then renamed) and check that it loads back strictly."""
     config = exported_config(method, encoder, name=name, dataset=dataset, recipe=recipe, training=training,
-                             metrics=metrics, metric_commands=metric_commands)
+                             metrics=metrics, metric_commands=metric_commands, extra=extra)
     card = render_card(config, load_id=str(out), **({"where": where} if where else {}))
     folder = write_exported(out, encoder, config, card, overwrite=overwrite)
     load_exported(folder)  # the written folder must load back strictly
