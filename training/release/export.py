@@ -92,19 +92,25 @@ def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
 def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, dataset: Optional[str] = None,
                       overwrite: bool = False, metrics: Optional[Dict[str, float]] = None,
                       training: Optional[Dict[str, Any]] = None,
-                      metric_commands: Optional[Dict[str, str]] = None) -> str:
-    """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder``.
+                      metric_commands: Optional[Dict[str, str]] = None, format: str = "zoo") -> Any:
+    """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder`` (``format="zoo"``), or a ResNet
+    encoder to torchvision or timm (``training.release.interop``).
 
     Args:
-        ckpt: path to a Lightning checkpoint written by ``python -m training fit``.
-        out: folder to create (written atomically).
+        ckpt: path to a Lightning checkpoint written by ``python -m training fit``; with ``--format torchvision``
+            or ``timm`` also anything ``zoo.load_encoder`` takes (an exported folder, a registry name).
+        out: folder to create (written atomically); a single file for ``--format torchvision``.
         name: entry name to record, e.g. ``yadim.fashion_mnist``.
         dataset: pre-training dataset name for the card.
         overwrite: replace ``out`` if it exists.
         metrics: measured metrics to record, e.g. ``{"fashion_mnist/knn": 0.85}``.
         training: facts about the run to record on the card, e.g. ``{"wall_seconds": 296}``.
         metric_commands: how each metric was measured, e.g. ``{"fashion_mnist/knn": "python -m ..."}``.
+        format: ``zoo`` (an exported folder), ``torchvision`` (a state dict file for ``torchvision.models.resnetN``)
+            or ``timm`` (a folder in timm's Hugging Face Hub layout).
     """
+    if format != "zoo":
+        return export_other_library(ckpt, out, format, overwrite=overwrite)
     checkpoint = read_checkpoint(ckpt)
     method, encoder = encoder_from_checkpoint(checkpoint)
     run = {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
@@ -112,6 +118,22 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
     folder = write_export(out, method, encoder, name=name, dataset=dataset, recipe=run_config(Path(ckpt), checkpoint),
                           training=run, metrics=metrics, metric_commands=metric_commands, overwrite=overwrite)
     return str(folder)
+
+
+def export_other_library(source: str, out: str, format: str, overwrite: bool = False) -> Dict[str, Any]:
+    """``export --format torchvision|timm``: the encoder of a training checkpoint, an exported folder or a registry
+    entry, written for another library (see ``training.release.interop``)."""
+    from training.release.interop import check_exportable, export_interop
+
+    if format not in ("torchvision", "timm"):
+        check_exportable({}, {}, format)  # one line naming the formats
+    if Path(source).is_file():
+        method, encoder = encoder_from_checkpoint(read_checkpoint(source))
+        config = exported_config(method, encoder, name=None, dataset=None, recipe={}, training={})
+    else:
+        encoder = zoo.load_encoder(source)
+        config = encoder.zoo_config
+    return export_interop(encoder, config, out, format, overwrite=overwrite)
 
 
 def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
