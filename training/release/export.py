@@ -139,8 +139,12 @@ def export_other_library(source: str, out: str, format: str, overwrite: bool = F
 def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
                     recipe: Mapping[str, Any], training: Mapping[str, Any],
                     metrics: Optional[Mapping[str, float]] = None,
-                    metric_commands: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+                    metric_commands: Optional[Mapping[str, str]] = None,
+                    license: Optional[str] = None) -> Dict[str, Any]:
     """The ``config.json`` of an exported folder, the one builder for trained and imported (legacy) encoders.
+
+    ``license``: the weights' licence; weights imported with a legacy format (``recipe["legacy_format"]``) default to
+    their origin's (``training.release.origins``), weights we trained to the project's (``zoo.pretrained.licenses``).
 
     The input block comes from the method's augmentation: its size (an int or [h, w]), normalisation (one
     channel's statistics replicated for a grey dataset fed to a 3-channel trunk) and, for patch-grid methods
@@ -169,17 +173,24 @@ def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: 
     }
     if "patch" in aug:
         config["input"].update(patch=int(aug["patch"]), overlap=int(aug.get("overlap", 0)))
+    legacy_format = recipe.get("legacy_format")
+    if license is None and isinstance(legacy_format, str):
+        from training.release.origins import origin_license
+
+        license = origin_license(legacy_format)
+    if license is not None:
+        config["license"] = license
     return config
 
 
 def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
                  recipe: Mapping[str, Any], training: Mapping[str, Any],
                  metrics: Optional[Mapping[str, float]] = None, metric_commands: Optional[Mapping[str, str]] = None,
-                 where: Optional[str] = None, overwrite: bool = False) -> Path:
+                 where: Optional[str] = None, overwrite: bool = False, license: Optional[str] = None) -> Path:
     """Build the config (``exported_config``) and card, write the folder atomically (``zoo.pretrained.exported.write_exported``:
     staged beside ``out``, validated, then renamed) and check that it loads back strictly."""
     config = exported_config(method, encoder, name=name, dataset=dataset, recipe=recipe, training=training,
-                             metrics=metrics, metric_commands=metric_commands)
+                             metrics=metrics, metric_commands=metric_commands, license=license)
     card = render_card(config, load_id=str(out), **({"where": where} if where else {}))
     folder = write_exported(out, encoder, config, card, overwrite=overwrite)
     load_exported(folder)  # the written folder must load back strictly
