@@ -92,19 +92,25 @@ def encoder_from_checkpoint(ckpt: Mapping[str, Any]):
 def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, dataset: Optional[str] = None,
                       overwrite: bool = False, metrics: Optional[Dict[str, float]] = None,
                       training: Optional[Dict[str, Any]] = None,
-                      metric_commands: Optional[Dict[str, str]] = None) -> str:
-    """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder``.
+                      metric_commands: Optional[Dict[str, str]] = None, format: str = "zoo") -> Any:
+    """Export a checkpoint's encoder to a folder loadable by ``zoo.load_encoder`` (``format="zoo"``), or a ResNet
+    encoder to torchvision or timm (``training.release.interop``).
 
     Args:
-        ckpt: path to a Lightning checkpoint written by ``python -m training fit``.
-        out: folder to create (written atomically).
+        ckpt: path to a Lightning checkpoint written by ``python -m training fit``; with ``--format torchvision``
+            or ``timm`` also anything ``zoo.load_encoder`` takes (an exported folder, a registry name).
+        out: folder to create (written atomically); a single file for ``--format torchvision``.
         name: entry name to record, e.g. ``yadim.fashion_mnist``.
         dataset: pre-training dataset name for the card.
         overwrite: replace ``out`` if it exists.
         metrics: measured metrics to record, e.g. ``{"fashion_mnist/knn": 0.85}``.
         training: facts about the run to record on the card, e.g. ``{"wall_seconds": 296}``.
         metric_commands: how each metric was measured, e.g. ``{"fashion_mnist/knn": "python -m ..."}``.
+        format: ``zoo`` (an exported folder), ``torchvision`` (a state dict file for ``torchvision.models.resnetN``)
+            or ``timm`` (a folder in timm's Hugging Face Hub layout).
     """
+    if format != "zoo":
+        return export_other_library(ckpt, out, format, overwrite=overwrite)
     checkpoint = read_checkpoint(ckpt)
     method, encoder = encoder_from_checkpoint(checkpoint)
     run = {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
@@ -114,12 +120,31 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
     return str(folder)
 
 
+def export_other_library(source: str, out: str, format: str, overwrite: bool = False) -> Dict[str, Any]:
+    """``export --format torchvision|timm``: the encoder of a training checkpoint, an exported folder or a registry
+    entry, written for another library (see ``training.release.interop``)."""
+    from training.release.interop import check_exportable, export_interop
+
+    if format not in ("torchvision", "timm"):
+        check_exportable({}, {}, format)  # one line naming the formats
+    if Path(source).is_file():
+        method, encoder = encoder_from_checkpoint(read_checkpoint(source))
+        config = exported_config(method, encoder, name=None, dataset=None, recipe={}, training={})
+    else:
+        encoder = zoo.load_encoder(source)
+        config = encoder.zoo_config
+    return export_interop(encoder, config, out, format, overwrite=overwrite)
+
+
 def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
                     recipe: Mapping[str, Any], training: Mapping[str, Any],
                     metrics: Optional[Mapping[str, float]] = None,
                     metric_commands: Optional[Mapping[str, str]] = None,
-                    extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                    license: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The ``config.json`` of an exported folder, the one builder for trained and imported (legacy) encoders.
+
+    ``license``: the weights' licence; weights imported with a legacy format (``recipe["legacy_format"]``) default to
+    their format's (``training.release.legacy.FORMATS``), weights we trained to the project's (``zoo.pretrained.licenses``).
 
     The input block comes from the method's augmentation: its size (an int or [h, w]), normalisation (one
     channel's statistics replicated for a grey dataset fed to a 3-channel trunk) and, for patch-grid methods
@@ -149,6 +174,14 @@ def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: 
     }
     if "patch" in aug:
         config["input"].update(patch=int(aug["patch"]), overlap=int(aug.get("overlap", 0)))
+    legacy_format = recipe.get("legacy_format")
+    if license is None and isinstance(legacy_format, str):
+        from training.release.legacy import FORMATS
+
+        known = FORMATS.get(legacy_format)
+        license = known.license if known is not None else None
+    if license is not None:
+        config["license"] = license
     clash = sorted(set(extra or {}) & set(config))
     if clash:
         raise ZooError(f"extra config fields {clash} would replace the exported config's own")
@@ -159,12 +192,12 @@ def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: 
 def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[str], dataset: Optional[str],
                  recipe: Mapping[str, Any], training: Mapping[str, Any],
                  metrics: Optional[Mapping[str, float]] = None, metric_commands: Optional[Mapping[str, str]] = None,
-                 where: Optional[str] = None, overwrite: bool = False,
+                 where: Optional[str] = None, overwrite: bool = False, license: Optional[str] = None,
                  extra: Optional[Mapping[str, Any]] = None) -> Path:
     """Build the config (``exported_config``) and card, write the folder atomically (``zoo.pretrained.exported.write_exported``:
     staged beside ``out``, validated, then renamed) and check that it loads back strictly."""
     config = exported_config(method, encoder, name=name, dataset=dataset, recipe=recipe, training=training,
-                             metrics=metrics, metric_commands=metric_commands, extra=extra)
+                             metrics=metrics, metric_commands=metric_commands, license=license, extra=extra)
     card = render_card(config, load_id=str(out), **({"where": where} if where else {}))
     folder = write_exported(out, encoder, config, card, overwrite=overwrite)
     load_exported(folder)  # the written folder must load back strictly

@@ -10,13 +10,16 @@ Three destinations, one command:
 
 The folder is loaded strictly first (a broken export is never published), its card is re-rendered to say where
 the weights now are and their sha256, and the registry entry (name, source, pinned revision, sha256 of each
-loaded file, method, dataset, metrics, training facts) is written atomically afterwards.
+loaded file, method, dataset, licence, metrics, training facts) is written atomically afterwards. An entry whose
+licence forbids commercial use (``cc-by-nc-*``, e.g. MoCo's and SwAV's releases) is published with a one-line warning
+on stderr naming the entry and the licence.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -25,7 +28,7 @@ from zoo.errors import ZooError
 from zoo.pretrained import local_hub
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, replace_dir, staging_dir
-from zoo.pretrained.licenses import config_license
+from zoo.pretrained.licenses import config_license, non_commercial_warning
 from zoo.pretrained.weights_registry import PACKAGE_REGISTRY, record_entry
 from zoo.spec import Method
 
@@ -90,6 +93,9 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
              "metric_commands": dict(config.get("metric_commands") or {}),
              "summary": Method.from_dict(config["method"]).summary}
     record_entry(registry_path, name, entry, make_default=default)
+    warning = non_commercial_warning(name, license)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     return {"name": name, "registry": str(registry_path), **source, "sha256": sha256[WEIGHTS]}
 
 

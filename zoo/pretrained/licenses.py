@@ -3,7 +3,9 @@
 Weights trained by this project (``python -m training fit``, then export and publish) take the project's own
 licence, Apache-2.0 (SPDX id ``apache-2.0`` as Hugging Face model-card metadata spells it). Weights imported from
 another project's checkpoint (``training.release.legacy``, whose configs record ``recipe.legacy_format``) keep that
-project's licence, which the import must write into ``config.json`` as ``license``: there is no default for them.
+project's licence, which the import writes into ``config.json`` as ``license`` (each format in ``training.release.legacy.FORMATS`` names
+each format's; an unknown origin gets no default, and publishing it is refused). Publishing weights whose licence
+forbids commercial use (the ``cc-by-nc-*`` family) prints a one-line warning (``non_commercial_warning``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from zoo.errors import ZooError
 
 PROJECT_LICENSE = "apache-2.0"
 _LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
+# Creative Commons NonCommercial variants (cc-by-nc-4.0, cc-by-nc-sa-4.0, cc-by-nc-nd-3.0, ...)
+_NON_COMMERCIAL = re.compile(r"^cc-by-nc(-(sa|nd))?-\d")
 
 
 def check_license(value: Any, where: str) -> str:
@@ -44,3 +48,16 @@ def config_license(config: Mapping[str, Any], where: str = "config.json", requir
         raise ZooError(f"{where}: weights imported from another project need their licence in config.json "
                        f"('license', e.g. 'mit'); only weights trained by this project default to {PROJECT_LICENSE!r}")
     return None
+
+
+def forbids_commercial_use(license: str) -> bool:
+    """Whether a licence id forbids commercial use (the Creative Commons NonCommercial family)."""
+    return bool(_NON_COMMERCIAL.match(license))
+
+
+def non_commercial_warning(name: str, license: str) -> Optional[str]:
+    """One warning line for an entry whose licence forbids commercial use, else None."""
+    if not forbids_commercial_use(license):
+        return None
+    return (f"warning: {name} is licensed {license}, which forbids commercial use; whoever loads it from this "
+            "registry is bound by that licence")

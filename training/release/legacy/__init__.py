@@ -35,7 +35,7 @@ from zoo.pretrained.licenses import check_license
 __all__ = ["FORMATS", "TRUNKS", "LegacyFormat", "Reported", "import_legacy", "read_legacy", "register_format",
            "register_trunk"]
 
-_FAMILIES = ("resnet_trunk", "pl_bolts", "fair", "converted", "frameworks")
+_FAMILIES = ("resnet_trunk", "pl_bolts", "fair", "converted", "frameworks", "amdim")
 for _family in _FAMILIES:
     importlib.import_module(f"training.release.legacy.{_family}")
 
@@ -89,16 +89,19 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
         if key.endswith("num_batches_tracked") and key not in weights:
             weights[key] = torch.zeros_like(value)
     load_state_strict(encoder, weights, f"{file.name} ({format} encoder weights)")
-    extra = {"license": check_license(license or fmt.license, f"{format} license"),
-             "imported_from": {"file": file.name, "sha256": sha256_of(file), "format": format,
+    license = check_license(license or fmt.license, f"{format} license")
+    extra = {"imported_from": {"file": file.name, "sha256": sha256_of(file), "format": format,
                                "layout_from": fmt.source},
              "reported": _reported(fmt, file.name, reported)}
     where = (f"Imported from a legacy {format} checkpoint ({file.name}) into a local exported folder; "
              "not published to any hub yet.")
+    if trunk.unused:
+        dropped = {**dropped, "never applied by the original": len(trunk.unused)}
     recipe = {"legacy_format": format, "legacy_checkpoint": file.name, "legacy_hyper_parameters": plain(hparams),
               "legacy_dropped": dropped}
     folder = write_export(out, spec, encoder, name=name, dataset=dataset, where=where, overwrite=overwrite,
-                          recipe=recipe, training=imported_training(format, file.name, ckpt), extra=extra)
+                          recipe=recipe, training=imported_training(format, file.name, ckpt), license=license,
+                          extra=extra)
     return str(folder)
 
 

@@ -114,8 +114,9 @@ def split_keys(state: Mapping[str, Tensor], fmt: LegacyFormat, path: str) -> Tup
             raise layout_error(fmt.name, path, f"{key!r} and {origin[name]!r} both map to trunk key {name!r}")
         else:
             inner[name], origin[name] = value, key
-    if unmatched or "conv1.weight" not in inner:
-        detail = f"{len(unmatched)} key(s) match none of its patterns" if unmatched else "no encoder conv1 found"
+    anchor = TRUNKS[fmt.kind].anchor
+    if unmatched or anchor not in inner:
+        detail = f"{len(unmatched)} key(s) match none of its patterns" if unmatched else f"no encoder {anchor} found"
         raise layout_error(fmt.name, path, f"{detail}, e.g. {sorted(unmatched)[:5] or sorted(state)[:5]} (expected "
                                            f"a {fmt.kind} trunk under {fmt.prefix!r}; dropped: {list(fmt.dropped)})")
     return inner, dict(sorted(dropped.items()))

@@ -71,6 +71,7 @@ class TrunkResult(NamedTuple):
     state: Dict[str, Tensor]         # its weights under the zoo encoder's names
     preset: str                      # the dataset preset its shape suggests (input normalisation when none given)
     grid: Optional[Tuple[int, int]]  # (patch, overlap) for patch-grid encoders
+    unused: Tuple[str, ...] = ()    # trunk keys the original never applies (AMDIM's use_bn=False norms)
 
 
 class Trunk(NamedTuple):
@@ -78,6 +79,7 @@ class Trunk(NamedTuple):
 
     pattern: Any  # compiled regex
     convert: Callable[[Dict[str, Tensor], LegacyFormat, Mapping[str, Any]], TrunkResult]
+    anchor: str = "conv1.weight"  # a key every trunk of this layout has: none found means a wrong prefix
 
 
 class FormatRegistry(Mapping[str, LegacyFormat]):
