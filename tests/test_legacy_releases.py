@@ -101,7 +101,7 @@ def test_moco(tmp_path, mlp, filename, top1):
     ckpt = {"epoch": 200, "arch": "resnet18", "state_dict": _prefixed("module.", _moco_state(net, mlp)),
             "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "params": [0, 1]}]}}
     config = _import(ckpt, "moco", _trunk(net), tmp_path, filename=filename)
-    assert config["method"]["name"] == "moco_v2" and config["license"] == "mit"
+    assert config["method"]["name"] == "moco_v2" and config["license"] == "cc-by-nc-4.0"
     assert config["input"]["mean"] == [0.485, 0.456, 0.406] and config["input"]["size"] == [224, 224]
     assert config["reported"]["value"] == top1 and "original authors" in config["reported"]["by"]
     assert config["metrics"] == {} and config["training"]["checkpoint_epoch"] == 200

@@ -10,8 +10,10 @@
   ``{epoch, arch, state_dict, optimizer}``, keeps ``module.encoder_q.*`` minus ``module.encoder_q.fc`` (v1: one
   linear layer; v2: the MLP ``fc.0``/``fc.2``) and asserts that only ``fc.*`` is missing from torchvision's model;
   ``module.encoder_k.*`` (momentum encoder), ``module.queue`` and ``module.queue_ptr`` (``moco/builder.py``) are
-  dropped. Input: ImageNet mean/std (``main_lincls.py``). Licence: MIT since the LICENSE file was replaced in
-  commit 7397dfe ("Relicense MoCo under MIT", Jan 2023); the README's licence section still reads CC-BY-NC 4.0.
+  dropped. Input: ImageNet mean/std (``main_lincls.py``). Licence: recorded as CC-BY-NC 4.0, the stricter of the
+  repository's two statements: its README's licence section (beside the checkpoint links) reads CC-BY-NC 4.0,
+  while the LICENSE file became MIT in commit 7397dfe ("Relicense MoCo under MIT", Jan 2023). Whoever has
+  settled which covers the released weights passes ``license="mit"`` (``--license mit``).
 - ``vissl``: facebookresearch/vissl ``extra_scripts/convert_vissl_to_torchvision.py`` takes
   ``classy_state_dict.base_model.model.trunk`` (or a converted file's ``model_state_dict``) and strips
   ``_feature_blocks.`` to get torchvision names; ``classy_state_dict.base_model.model.heads.*`` are dropped.
@@ -51,7 +53,8 @@ def moco_state(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], Di
 
 _MOCO_README = "facebookresearch/moco README.md (Models table, top-1 acc.)"
 register_format(LegacyFormat(
-    name="moco", source="facebookresearch/moco main_lincls.py, moco/builder.py", license="mit", unwrap=moco_state,
+    name="moco", source="facebookresearch/moco main_lincls.py, moco/builder.py", license="cc-by-nc-4.0",
+    unwrap=moco_state,
     prefix="module.encoder_q.", method="moco_v2", dropped=("module.encoder_k.", "module.queue"),
     inner_dropped=("fc.",), preprocess=IMAGENET._replace(why="facebookresearch/moco main_lincls.py"),
     reported={"moco_v1_200ep_pretrain.pth.tar": Reported("imagenet/linear_top1", 60.6, _MOCO_README),
