@@ -1,0 +1,143 @@
+"""``python -m training explore GRID.yaml [--factorial] [--jobs | --collect | --cell ID]``.
+
+Without options: validate every configuration, run the cells that have no result yet (one after the other, each
+line saying cells done/total and the ETA), then write the report. Finished cells are never run again: an
+interrupted grid resumes where it stopped, and a finished grid runs nothing. ``--jobs`` prints one command per
+cell still to run (``--cell ID``), for a SLURM array or any scheduler; ``--collect`` then writes the report from
+whatever results exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from training.explore import cell as cells
+from training.explore.grid import Cell, Grid, load_grid
+from training.explore.report import write_report
+from training.explore.validate import validate
+from training.pretrain.fit_cli import Interrupted
+from training.pretrain.progress import duration
+from zoo.errors import ZooError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training explore",
+                                description="Vary one characteristic at a time around a base method; fit and "
+                                            "evaluate every cell; tables and plots per axis.")
+    p.add_argument("grid", help="a grid YAML, e.g. training/grids/paper_fmnist.yaml")
+    p.add_argument("--factorial", action="store_true", help="every combination of the axes' alternatives")
+    p.add_argument("--out", help="results folder (default bench/results/explore_<grid name>)")
+    p.add_argument("--runs", help="training folders (default runs/explore/<grid name>)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--jobs", action="store_true", help="print one command per cell still to run, run nothing")
+    what.add_argument("--collect", action="store_true", help="write the report from the results there are")
+    what.add_argument("--cell", help="run this one cell (an id from --jobs or the report)")
+    what.add_argument("--check", action="store_true", help="validate the grid and list its cells, run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    return p
+
+
+def folders(grid: Grid, args: argparse.Namespace):
+    out = Path(args.out) if args.out else Path("bench") / "results" / f"explore_{grid.name}"
+    runs = Path(args.runs) if args.runs else Path("runs") / "explore" / grid.name
+    return out, runs
+
+
+def pending(grid: Grid, out: Path, retry_failed: bool) -> List[Cell]:
+    todo = []
+    for cell in grid.cells:
+        record = cells.read_result(out, cell)
+        if record is None or (retry_failed and record.get("status") == "failed"):
+            todo.append(cell)
+    return todo
+
+
+def cell_command(args: argparse.Namespace, cell_id: str) -> str:
+    words = ["python", "-m", "training", "explore", args.grid]
+    words += ["--factorial"] if args.factorial else []
+    words += [w for flag in ("out", "runs") if getattr(args, flag) for w in (f"--{flag}", getattr(args, flag))]
+    return shlex.join(words + ["--cell", cell_id])
+
+
+def outcome(record: Dict[str, Any]) -> str:
+    if record["status"] != "done":
+        return f"failed: {record['error']}"
+    return f"kNN {record['knn']:.4f}, linear {record['linear']:.4f}"
+
+
+def run_grid(grid: Grid, todo: List[Cell], out: Path, runs: Path, done: int, args: argparse.Namespace) -> None:
+    """Run ``todo`` in order; ``done`` cells of the grid already have results (for the progress count)."""
+    total = len(grid.cells)
+    recorded = [r["seconds"] for c in grid.cells if (r := cells.read_result(out, c)) and "seconds" in r]
+    taken: List[float] = []
+    for cell in todo:
+        print(f"[{done + 1}/{total}] {cell.config.label}, seed {cell.seed}: running ({runs / cell.id / 'fit.log'})",
+              flush=True)
+        start = time.perf_counter()
+        record = cells.run_cell(grid, cell, out, runs, cell_command(args, cell.id))
+        taken.append(time.perf_counter() - start)
+        done += 1
+        left = total - done
+        per_cell = sum(taken or recorded) / max(1, len(taken or recorded))
+        eta = f"ETA {duration(per_cell * left)} ({left} left)" if left else "grid complete"
+        print(f"[{done}/{total}] {cell.config.label}, seed {cell.seed}: {outcome(record)} "
+              f"({duration(taken[-1])}); {eta}", flush=True)
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM ends the grid like Ctrl-C: the running cell's fit is stopped, nothing half-written is kept."""
+    raise Interrupted("stopped by SIGTERM; finished cells are kept, run the same command to resume",
+                      128 + signal.SIGTERM)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    grid = load_grid(args.grid, factorial=args.factorial or None)
+    out, runs = folders(grid, args)
+    if args.collect:
+        summary = write_report(grid, out)
+        print(f"{summary['results']} of {len(grid.cells)} cells have results; report in {out}/README.md"
+              + (f"; missing: {' '.join(summary['missing'])}" if summary["missing"] else ""))
+        return 0
+    configs = validate(grid)
+    todo = pending(grid, out, args.retry_failed)
+    done = len(grid.cells) - len(todo)
+    if args.jobs:
+        for cell in todo:
+            print(cell_command(args, cell.id))
+        return 0
+    if args.check:
+        print(f"grid {grid.path}: {configs} configurations x {len(grid.seeds)} seeds = {len(grid.cells)} cells, "
+              f"{len(todo)} to run; every configuration builds and scores a synthetic batch")
+        for cell in grid.cells:
+            print(f"  {cell.id}: {cell.config.label}, seed {cell.seed}" + ("" if cell in todo else " (done)"))
+        return 0
+    if args.cell:
+        chosen = [c for c in grid.cells if c.id == args.cell]
+        if not chosen:
+            raise ZooError(f"grid {grid.path} has no cell {args.cell!r}; `--check` lists them")
+        todo = [c for c in todo if c.id == args.cell]
+        if not todo:
+            print(f"cell {args.cell} already has a result in {cells.result_path(out, chosen[0])}; nothing to run")
+            return 0
+    print(f"explore {grid.name}: {configs} configurations x {len(grid.seeds)} seeds = {len(grid.cells)} cells "
+          f"({grid.design.replace('_', '-')}); {done} done, {len(todo)} to run; "
+          f"results in {out}", flush=True)
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        run_grid(grid, todo, out, runs, done, args)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped by Ctrl-C; finished cells are kept, run the same command to resume", 130) \
+            from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not args.cell:
+        summary = write_report(grid, out)
+        print(f"report: {out}/README.md, {out}/results.csv and one PNG per axis"
+              + (f" ({len(summary['missing'])} cells missing)" if summary["missing"] else ""))
+    return 0
