@@ -54,3 +54,14 @@ def make_fashion_mnist(folder: Path, n_train: int = 96, n_test: int = 40, seed: 
 @pytest.fixture
 def fmnist_dir(tmp_path: Path) -> Path:
     return make_fashion_mnist(tmp_path / "fmnist")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny forwards: one intra-op thread avoids stalls when the cores are shared with other jobs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

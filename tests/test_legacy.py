@@ -31,13 +31,8 @@ class _Custom:
         UNPICKLED.append("ran")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These forwards are tiny; one intra-op thread avoids stalls when the cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny forwards: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resnet18(seed: int, small: bool = False) -> nn.Module:

@@ -28,13 +28,8 @@ from training.release.legacy import FORMATS, LegacyFormat, import_legacy, regist
 from training.release.legacy.reading import plain_state
 from zoo.errors import ZooError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny forwards: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise(net: nn.Module, seed: int) -> nn.Module:
