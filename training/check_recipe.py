@@ -62,6 +62,10 @@ class NotEnoughMemory(CheckFailed):
     """The machine has too little memory for this recipe's check; nothing was trained."""
 
 
+class AboveParameterLimit(CheckFailed):
+    """The recipe's model has more parameters than the caller's ``max_parameters``; nothing was trained."""
+
+
 def available_memory() -> Optional[int]:
     """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None where unknown."""
     try:
@@ -99,8 +103,10 @@ class CheckCLI(ZooCLI):
     """``ZooCLI`` whose datamodule is replaced, once the recipe's classes are built, by synthetic images of the
     shape the recipe's datamodule yields, in the smallest batch the method accepts."""
 
-    def __init__(self, *args: Any, pretrain_batches: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pretrain_batches: int, max_parameters: Optional[int] = None,
+                 **kwargs: Any) -> None:
         self.pretrain_batches = pretrain_batches
+        self.max_parameters = max_parameters
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -120,6 +126,10 @@ class CheckCLI(ZooCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        params = sum(p.numel() for p in self.model.parameters())
+        if self.max_parameters and params > self.max_parameters:
+            raise AboveParameterLimit(f"{params:,} parameters, above the limit of {self.max_parameters:,} given to "
+                                      "this check (--max-parameters); nothing was trained")
         check_memory(self.model)
         real = self.datamodule
         shape = getattr(real, "image_shape", None)
@@ -136,10 +146,11 @@ class CheckCLI(ZooCLI):
                                         init_args=type(config.data)(**init))
 
 
-def _fit(args: List[str], pretrain_batches: int) -> CheckCLI:
+def _fit(args: List[str], pretrain_batches: int, max_parameters: Optional[int] = None) -> CheckCLI:
     from training.cli import lightning_cli
 
-    return lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches))
+    return lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches,
+                                                           max_parameters=max_parameters))
 
 
 def _checkpoint(cli: CheckCLI, folder: Path, name: str) -> Path:
@@ -184,9 +195,10 @@ def _read_recipe(path: Path) -> None:
         raise ZooError(f"{path} is not a recipe: a recipe is a YAML mapping with model, data and trainer sections")
 
 
-def check_recipe(recipe: str, steps: int = 1) -> Dict[str, Any]:
+def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = None) -> Dict[str, Any]:
     """Run the check on ``recipe`` with ``steps`` optimizer steps before the resumed one; returns the report.
 
+    ``max_parameters``: refuse (``AboveParameterLimit``), right after building, a model larger than this.
     Raises ``ZooError`` (one line naming the recipe) for a bad input or a failed stage.
     """
     path = Path(recipe)
@@ -199,7 +211,8 @@ def check_recipe(recipe: str, steps: int = 1) -> Dict[str, Any]:
             base = ["fit", "--config", str(path), f"--trainer.default_root_dir={tmp}/run"]
             base += [f"--trainer.{key}={value}" for key, value in OVERRIDES.items()]
             stage = "train"
-            first = _fit(base + [f"--trainer.max_steps={steps}"], pretrain_batches=steps + 2)
+            first = _fit(base + [f"--trainer.max_steps={steps}"], pretrain_batches=steps + 2,
+                         max_parameters=max_parameters)
             ckpt = _checkpoint(first, Path(tmp), "trained")
             report = _describe(first, path, steps)
             _release(first)
@@ -221,8 +234,8 @@ def check_recipe(recipe: str, steps: int = 1) -> Dict[str, Any]:
             stage = "load"
             report["export"] = _load_and_compare(folder, second)
             _release(second)
-    except NotEnoughMemory as err:
-        raise NotEnoughMemory(f"recipe {path}: {err}") from None
+    except (NotEnoughMemory, AboveParameterLimit) as err:
+        raise type(err)(f"recipe {path}: {err}") from None
     except ZooError as err:
         message = str(err) if str(err).startswith(f"recipe {path}") else f"recipe {path}: {stage}: {err}"
         raise CheckFailed(message) from err
@@ -292,6 +305,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                                  "real shapes on synthetic images (CPU).")
     parser.add_argument("recipe", help="a recipe YAML, e.g. training/recipes/simclr/imagenet.yaml")
     parser.add_argument("--steps", type=int, default=1, help="optimizer steps before the resumed one (default 1)")
+    parser.add_argument("--max-parameters", type=int, default=None,
+                        help="refuse, before training, a model with more parameters than this")
     args = parser.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):
-        return check_recipe(args.recipe, steps=args.steps)
+        return check_recipe(args.recipe, steps=args.steps, max_parameters=args.max_parameters)
