@@ -1,5 +1,6 @@
-"""``python -m training fit|check-recipe|export|publish|evaluate|plot|import-legacy ...``: LightningCLI for training
-(``check-recipe`` runs a recipe through it on synthetic images), jsonargparse for the rest."""
+"""``python -m training fit|check-recipe|plan|export|publish|evaluate|plot|import-legacy ...``: LightningCLI for
+training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs), jsonargparse
+for the rest."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from training.check_recipe import main as check_recipe
 
             print(json.dumps(check_recipe(argv[1:])), flush=True)
+        elif argv and argv[0] == "plan":
+            from training.plan.command import main as plan
+
+            plan(argv[1:])
         elif argv and argv[0] in COMMANDS:
             from jsonargparse import auto_cli
 
