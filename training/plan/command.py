@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from training.plan import estimate as est
-from training.plan.gpus import GPUS, RESERVE_GIB, gpu as find_gpu
+from training.plan.gpus import GPUS, RESERVE_GIB
+from training.plan.gpus import gpu as find_gpu
 from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 

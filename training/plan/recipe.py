@@ -69,9 +69,9 @@ def load_recipe(path: str, dataset_images: Optional[int] = None, device: str = "
     data = raw.get("data") or {}
     init = data.get("init_args") or {}
     args = ["--config", path] + [f"--trainer.{k}={v}" for k, v in OVERRIDES.items()]
-    from training.cli import lightning_cli
-
     import torch
+
+    from training.cli import lightning_cli
 
     # on the meta device the module's parameters are shapes only: a 666 M-parameter encoder builds in seconds
     with contextlib.redirect_stdout(sys.stderr), torch.device(device):
