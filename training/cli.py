@@ -1,6 +1,6 @@
-"""``python -m training fit|check-recipe|explore|export|publish|evaluate|plot|import-legacy ...``: LightningCLI for
-training (``check-recipe`` runs a recipe through it on synthetic images; ``explore`` runs grids of fits, see
-``training.explore``), jsonargparse for the rest."""
+"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy ...``: LightningCLI
+for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
+``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
 
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from training.explore.runner import main as explore
 
             return explore(argv[1:])
+        elif argv and argv[0] == "plan":
+            from training.plan.command import main as plan
+
+            plan(argv[1:])
         elif argv and argv[0] in COMMANDS:
             from jsonargparse import auto_cli
 

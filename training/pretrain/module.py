@@ -72,11 +72,16 @@ class ContrastiveModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, _ = batch
-        comparisons = self.extract(self.encoder, self._views(images))
-        loss = sum(c.weight * self.loss_fn(self.similarity(c.anchors, c.candidates), c) for c in comparisons)
+        loss = self.loss_of_views(self._views(images))
         self.log("loss", loss, prog_bar=True)
         self._loss = loss.detach()
         return loss
+
+    def loss_of_views(self, views) -> Tensor:
+        """The training loss of a batch's views: extraction, similarity and loss (``python -m training plan``
+        counts this step's FLOPs on views of the recipe's shape)."""
+        comparisons = self.extract(self.encoder, views)
+        return sum(c.weight * self.loss_fn(self.similarity(c.anchors, c.candidates), c) for c in comparisons)
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -27,7 +27,9 @@ SIMILARITIES: PartRegistry[nn.Module] = PartRegistry("similarity")
 
 def float32_scores(anchors: Tensor, candidates: Tensor) -> Tensor:
     """``anchors @ candidates.T`` in float32, autocast switched off for the product."""
-    with torch.autocast(device_type=anchors.device.type, enabled=False):
+    # the meta device has no autocast state (``python -m training plan`` counts a step's FLOPs there)
+    device = "cpu" if anchors.device.type == "meta" else anchors.device.type
+    with torch.autocast(device_type=device, enabled=False):
         return anchors.float() @ candidates.float().t()
 
 

@@ -96,7 +96,10 @@ class MomentumQueueExtractor(Extractor):
             q, k = self._query(encoder, views[qi]), self._key(views[ki])
             n = q.shape[0]
             positives = torch.arange(n, device=q.device)
-            others = positives.expand(n, n)[~torch.eye(n, dtype=torch.bool, device=q.device)].view(n, n - 1)
+            # row i: every in-batch index but i, ascending (index arithmetic, no boolean mask: shapes stay static,
+            # so ``python -m training plan`` can count this step on the meta device)
+            rest = torch.arange(n - 1, device=q.device).expand(n, n - 1)
+            others = rest + (rest >= positives.unsqueeze(1)).long()
             # torch.cat copies the queue, so the enqueue below cannot change this step's candidates
             candidates = torch.cat([k, queue.to(k.dtype)])
             comparisons.append(Comparison(q, candidates, positives=positives, exclude=others,

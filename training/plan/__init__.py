@@ -1,0 +1,1 @@
+"""``python -m training plan``: what a recipe costs on a named GPU (see :mod:`training.plan.command`)."""

@@ -1,0 +1,161 @@
+"""``python -m training plan RECIPE.yaml [...]`` and ``python -m training plan --all --markdown docs/costs.md``.
+
+What a recipe costs on a named GPU: parameters, FLOPs counted on its real step (:mod:`training.plan.flops`),
+activation memory measured on the CPU (:mod:`training.plan.memory`), and from these (:mod:`training.plan.estimate`)
+the largest per-GPU batch, steps, PFLOPs, GPU-hours, cost and loader cores. Every assumption is printed with the
+result and written to the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from training.plan import estimate as est
+from training.plan.gpus import GPUS, RESERVE_GIB
+from training.plan.gpus import gpu as find_gpu
+from zoo.atomic import atomic_write_text
+from zoo.errors import ZooError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def plan(recipe: str, gpu: str = "h100", mfu: float = 0.4, price_per_hour: Optional[float] = None,
+         memory: str = "measure", dataset_images: Optional[int] = None) -> Dict[str, Any]:
+    from training.plan.flops import count_step
+    from training.plan.published import compare
+    from training.plan.recipe import load_recipe
+
+    if not 0 < mfu <= 1:
+        raise ZooError(f"--mfu must be in (0, 1], got {mfu}")
+    if price_per_hour is not None and price_per_hour < 0:
+        raise ZooError(f"--price-per-hour must be at least 0, got {price_per_hour}")
+    if memory not in ("measure", "skip"):
+        raise ZooError(f"--memory must be measure or skip, got {memory!r}")
+    card, start = find_gpu(gpu), time.perf_counter()
+    built = load_recipe(recipe, dataset_images=dataset_images)
+    module = built.module
+    params = {"parameters": sum(p.numel() for p in module.parameters()),
+              "trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
+              "encoder_parameters": sum(p.numel() for p in module.encoder.parameters())}
+    optimizer = str(module.hparams.optimizer)
+    static = est.static_bytes(module, optimizer)
+    flops = count_step(module, built.image_shape, built.batch_per_gpu)
+    activation = None
+    if memory == "measure":
+        from training.plan.memory import activation_slope
+
+        cpu = load_recipe(recipe, dataset_images=dataset_images, device="cpu")
+        activation = activation_slope(cpu.module, built.image_shape, flops["training_flops_per_image"])
+        del cpu
+    result = est.estimate(flops=flops, memory=activation, static=static, gpu=card, mfu=mfu,
+                          price_per_hour=price_per_hour, batch_per_gpu=built.batch_per_gpu, gpus=built.gpus,
+                          epochs=built.epochs, dataset_images=built.dataset_images, datamodule=built.datamodule)
+    key = "/".join(Path(recipe).with_suffix("").parts[-2:])
+    return {
+        "recipe": recipe, "method": module.method.name, "datamodule": built.datamodule,
+        "input_shape": list(built.image_shape), "batch_per_gpu": built.batch_per_gpu, "gpus": built.gpus,
+        "optimizer": optimizer, **params, "flops": flops, "activation_memory": activation,
+        "static_memory_bytes": static, "estimate": result,
+        "published": compare(key, flops["training_flops_per_image"], built.dataset_images, mfu),
+        "assumptions": {
+            "gpu": card.to_dict(), "mfu": mfu, "price_per_hour": price_per_hour,
+            "dataset_images": built.dataset_images, "dataset": built.dataset_note,
+            "memory_reserve_gib": RESERVE_GIB, "optimizer_states_per_parameter": est.OPTIMIZER_STATES,
+            "ddp_gradient_copies": est.DDP_GRADIENT_COPIES,
+            "flops": "2 per multiply-add; matrix products and convolutions only (torch.utils.flop_counter), "
+                     "forward and backward both counted; elementwise work, EMA and optimizer updates not counted",
+            "activation_memory": "fp32 on the CPU (an upper bound for bf16 autocast on a GPU)"
+                                 if activation else "not measured (--memory skip)",
+            "steps": "full batches only (the last partial batch of an epoch is dropped)",
+        },
+        "plan_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _g(x: Optional[float], unit: float = 1e9, digits: int = 2) -> str:
+    return "-" if x is None else f"{x / unit:,.{digits}f}"
+
+
+def table(p: Dict[str, Any]) -> str:
+    """The plan as aligned ``name  value`` lines."""
+    e, a, f = p["estimate"], p["assumptions"], p["flops"]
+    act = p["activation_memory"]
+    views = ", ".join(f"{v['count']}x{'x'.join(map(str, v['shape']))}: {_g(v['encoder_forward_flops'])} GFLOPs"
+                      for v in f["views"])
+    loader = e["loader"]
+    cores = loader["cores_per_gpu"]
+    rows = [
+        ("recipe", p["recipe"]), ("method", p["method"]),
+        ("parameters", f"{p['parameters']:,} ({p['trainable_parameters']:,} trained, encoder "
+                       f"{p['encoder_parameters']:,})"),
+        ("views per image", f"{f['views_per_image']} (encoder forward per view: {views})"),
+        ("forward FLOPs / image", f"{_g(f['forward_flops_per_image'])} G (all views, heads, teacher, queue)"),
+        ("backward FLOPs / image", f"{_g(f['backward_flops_per_image'])} G (counted)"),
+        ("training FLOPs / image", f"{_g(f['training_flops_per_image'])} G"),
+        ("activation memory / image", "-" if not act else f"{act['bytes_per_image'] / 2**20:,.1f} MiB (fp32, CPU, "
+                                                          f"batches {act['batches'][0]} and {act['batches'][1]})"),
+        ("fixed memory", f"{e['static_memory_gib']:.2f} GiB (weights, buffers, gradients, DDP buckets, "
+                         f"{p['optimizer']} state)"),
+        ("max batch per GPU", f"{e['max_batch_per_gpu']} (recipe: {p['batch_per_gpu']})"),
+        ("global batch", f"{e['global_batch']} ({p['batch_per_gpu']} x {p['gpus']} GPUs)"),
+        ("steps per epoch", f"{e['steps_per_epoch']:,} ({a['dataset_images']:,} images: {a['dataset']})"),
+        ("epochs / total", f"{e['epochs']} / {e['total_pflops']:,.0f} PFLOPs"),
+        ("images/s per GPU", f"{e['images_per_s_per_gpu']:,.0f}"),
+        ("GPU-hours", f"{e['gpu_hours']:,.1f} ({e['wall_hours_on_recipe_gpus']:,.2f} h on {p['gpus']} GPUs, "
+                      f"{e['epoch_minutes_on_recipe_gpus']:.2f} min/epoch)"),
+        ("cost", "-" if e["cost"] is None else f"{e['cost']:,.0f} at {a['price_per_hour']}/GPU-hour"),
+        ("loader cores per GPU", "0 (in-memory dataset)" if not loader["decodes_jpeg"] else
+         ("-" if cores is None else f"{cores:,.1f}") + f" (JPEG decode: {loader['source']})"),
+        ("assumed GPU", f"{a['gpu']['name']}: {a['gpu']['peak_tflops']} {a['gpu']['precision']} dense TFLOPS "
+                        f"({a['gpu']['source']}), {a['gpu']['memory_gib']} GB, {a['memory_reserve_gib']} GiB reserved"),
+        ("assumed MFU", f"{a['mfu']}"),
+    ]
+    for pub in p["published"]:
+        rows.append(("published", f"{pub['figure']} ({pub['source']}): implies MFU {pub['implied_mfu']:.3f} "
+                                  f"for our FLOPs"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def all_recipes() -> List[str]:
+    return [str(p.relative_to(RECIPES.parents[1])) for p in sorted(RECIPES.glob("*/*.yaml"))]
+
+
+def main(argv: Optional[List[str]] = None) -> Any:
+    parser = argparse.ArgumentParser(prog="python -m training plan",
+                                     description="What a recipe costs: FLOPs counted on its real step, activation "
+                                                 "memory measured on the CPU, GPU-hours at an assumed MFU.")
+    parser.add_argument("recipe", nargs="?", help="a recipe YAML (or --all)")
+    parser.add_argument("--all", action="store_true", help="every recipe under training/recipes")
+    parser.add_argument("--gpu", default="h100", choices=sorted(GPUS))
+    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
+    parser.add_argument("--price-per-hour", type=float, default=None, help="price of one GPU-hour")
+    parser.add_argument("--memory", default="measure", choices=["measure", "skip"],
+                        help="measure activation memory on the CPU (default) or skip it")
+    parser.add_argument("--dataset-images", type=int, default=None, help="override the training split's size")
+    parser.add_argument("--json", default=None, help="write the plan(s) to this JSON file")
+    parser.add_argument("--markdown", default=None, help="write the cost table of the plans to this Markdown file")
+    args = parser.parse_args(argv)
+    if bool(args.recipe) == bool(args.all):
+        raise ZooError("give one recipe, or --all")
+    recipes = all_recipes() if args.all else [args.recipe]
+    plans = []
+    for recipe in recipes:
+        with contextlib.redirect_stdout(sys.stderr):
+            plans.append(plan(recipe, gpu=args.gpu, mfu=args.mfu, price_per_hour=args.price_per_hour,
+                              memory=args.memory, dataset_images=args.dataset_images))
+        print(table(plans[-1]) + "\n", flush=True)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(plans if args.all else plans[0], indent=2) + "\n")
+    if args.markdown:
+        from training.plan.markdown import cost_table
+
+        atomic_write_text(Path(args.markdown), cost_table(plans, " ".join(["python -m training plan"] + (
+            argv if argv is not None else sys.argv[1:]))))
+    return None
