@@ -80,7 +80,8 @@ def run_ours(recipe: str, steps: int, warmup: int, cpu: bool, compile_: bool) ->
 
     counted = load_recipe(recipe)
     batch = 2 if cpu else counted.batch_per_gpu
-    flops = count_step(counted.module, counted.image_shape, batch)["training_flops_per_image"]
+    step_count = count_step(counted.module, counted.image_shape, batch)
+    flops, views = step_count["training_flops_per_image"], step_count["views_per_image"]
     built = load_recipe(recipe, device="cpu")
     module = built.module
     if compile_:
@@ -101,9 +102,8 @@ def run_ours(recipe: str, steps: int, warmup: int, cpu: bool, compile_: bool) ->
     with contextlib.redirect_stdout(sys.stderr):
         trainer.fit(module, datamodule=data)
     step = times.median_step(warmup) if not cpu else float("nan")
-    views = int(counted.module.augment.n_views) if hasattr(counted.module.augment, "n_views") else None
     return {"recipe": recipe, "batch": batch, "input_shape": list(built.image_shape), "steps": total,
-            "step_s": step, "images_per_s": batch / step, "views_per_image": views,
+            "step_s": step, "images_per_s": batch / step, "views_per_image": views, "views_per_s": views * batch / step,
             "training_flops_per_image": flops, "loss": float(module._loss),
             "peak_gpu_memory_gib": None if cpu else torch.cuda.max_memory_allocated() / 2**30}
 

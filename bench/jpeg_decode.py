@@ -4,7 +4,8 @@
 
 A temporary folder of ``--images`` JPEGs of about ImageNet's typical size (500x375, quality 90, smooth random
 content with edges, so they compress like photographs rather than like noise) is written, then each path is timed on
-one thread (``torch.set_num_threads(1)``, PIL is single-threaded), so the figures are images/s per core:
+one thread (``torch.set_num_threads(1)``, PIL is single-threaded) and measured in the process's CPU time, so the
+figures are images per second of one core, also on a shared machine:
 
 - ``pil_resize_center_crop``: what ``training.pretrain.data.ImageFolderDataModule`` does per image in a loader
   process: PIL decode, RGB, shorter side to 256, centre crop 256 (the random crops happen later, on the GPU);
@@ -74,13 +75,15 @@ def make_folder(folder: Path, n: int, seed: int = 0) -> List[Path]:
 
 
 def rate(paths: List[Path], work: Callable[[Path], Any], seconds: float) -> float:
-    """Images per second of ``work`` over ``paths`` (cycled) for about ``seconds``, after one warm-up image."""
+    """Images per CPU-second of ``work`` over ``paths`` (cycled) for about ``seconds`` of this process's CPU time,
+    after one warm-up image. CPU time, not wall time: on one thread it is the time the core spent, so the figure
+    holds on a shared machine too (where wall time would include waiting for the core)."""
     work(paths[0])
-    done, start = 0, time.perf_counter()
+    done, start = 0, time.process_time()
     while True:
         work(paths[done % len(paths)])
         done += 1
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         if elapsed >= seconds and done >= len(paths) // 4:
             return done / elapsed
 

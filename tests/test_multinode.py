@@ -43,7 +43,7 @@ def launch_two_nodes(out: Path, data: Path) -> None:
     nodes = [subprocess.Popen(script, cwd=ROOT, env={**env, "NODE_RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in (0, 1)]
     try:
-        results = [node.communicate(timeout=240) for node in nodes]
+        results = [node.communicate(timeout=600) for node in nodes]
     finally:
         for node in nodes:
             if node.poll() is None:
