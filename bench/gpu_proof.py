@@ -101,9 +101,10 @@ def run_ours(recipe: str, steps: int, warmup: int, cpu: bool, compile_: bool) ->
         torch.cuda.reset_peak_memory_stats()
     with contextlib.redirect_stdout(sys.stderr):
         trainer.fit(module, datamodule=data)
-    step = times.median_step(warmup) if not cpu else float("nan")
+    step = None if cpu else times.median_step(warmup)  # one step on the CPU: no rate
     return {"recipe": recipe, "batch": batch, "input_shape": list(built.image_shape), "steps": total,
-            "step_s": step, "images_per_s": batch / step, "views_per_image": views, "views_per_s": views * batch / step,
+            "step_s": step, "images_per_s": step and batch / step, "views_per_image": views,
+            "views_per_s": step and views * batch / step,
             "training_flops_per_image": flops, "loss": float(module._loss),
             "peak_gpu_memory_gib": None if cpu else torch.cuda.max_memory_allocated() / 2**30}
 
@@ -156,8 +157,8 @@ def run_lightly(method: str, batch: int, size: int, steps: int, warmup: int, cpu
         loss.backward()
         opt.step()
         times.mark()
-    step = times.median_step(warmup) if not cpu else float("nan")
-    return {"lightly": method, "batch": batch, "size": size, "step_s": step, "images_per_s": batch / step,
+    step = None if cpu else times.median_step(warmup)
+    return {"lightly": method, "batch": batch, "size": size, "step_s": step, "images_per_s": step and batch / step,
             "loss": float(loss), "peak_gpu_memory_gib": None if cpu else torch.cuda.max_memory_allocated() / 2**30}
 
 
@@ -194,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 report["skipped"].append(recipe)
                 continue
             row = run_ours(recipe, args.steps, args.warmup, args.cpu, args.compile)
-            if info["peak_tflops"]:
+            if info["peak_tflops"] and row["images_per_s"]:
                 row["mfu"] = row["images_per_s"] * row["training_flops_per_image"] / (info["peak_tflops"] * 1e12)
             report["ours"].append(row)
             print(json.dumps(row), flush=True)
@@ -203,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         batch = 2 if args.cpu else 128
         row = run_lightly(method, batch, 32 if args.cpu else 224, args.steps, args.warmup, args.cpu)
         ours = next((r for r in report["ours"] if r["recipe"] == f"training/recipes/{method}/imagenet.yaml"), None)
-        if ours is not None:
+        if ours is not None and ours["images_per_s"] and row["images_per_s"]:
             row["ours_over_lightly"] = ours["images_per_s"] / row["images_per_s"]
         report["lightly"].append(row)
         print(json.dumps(row), flush=True)

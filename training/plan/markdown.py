@@ -10,13 +10,16 @@ from training.plan.published import PUBLISHED
 EXPLANATIONS = {
     "moco_v2/imagenet": "MoCo v2's code trains in fp32 (no autocast), so the V100's tensor cores sat idle: against "
                         "the V100's 15.7 fp32 TFLOPS the same hours imply about 8x the MFU shown, a normal fp32 figure.",
-    "swav/imagenet": "SwAV ran apex fp16 on V100s, but six of its eight crops are 96x96, whose small convolutions "
-                     "keep tensor cores far from peak, and it decoded and cropped 8 views per image with PIL in "
-                     "4-10 loader processes per GPU; a 2020 V100 job at 5-6% of fp16 peak is typical for ResNet-50 "
-                     "with that input pipeline.",
-    "simclr/imagenet": "SimCLR's TPU figure includes the batch-4096 LARS run's input pipeline and cross-core "
-                       "all-gather; TPU v3 peak is per core of a 2-core chip.",
-    "byol/imagenet": "BYOL's figure is for 1000 epochs, our recipe runs 300: the implied MFU is computed for 1000.",
+    "swav/imagenet": "SwAV ran apex fp16 on V100s with its 8 crops per image decoded and cropped by PIL in CPU "
+                     "loader processes, and six of the eight crops are 96x96, whose small convolutions use tensor "
+                     "cores poorly; the figure is wall time of that whole pipeline, which the plan's MFU (a GPU "
+                     "fed by a GPU-side pipeline) does not model. Not measured here.",
+    "simclr/imagenet": "The release's time includes its TPU input pipeline and the all-gather of batch-4096 "
+                       "negatives over 32 cores (128 images per core); the plan's 0.4 assumes a fed accelerator. "
+                       "TPU v3 peak is taken per core (123 bf16 TFLOPS per 2-core chip). Not measured here.",
+    "byol/imagenet": "The figure is for 1000 epochs (our recipe runs 300; the implied MFU is for 1000). At 512 "
+                     "cores the per-core batch is 8 images, where communication and the input pipeline weigh most; "
+                     "the release does not separate them. Not measured here.",
 }
 
 
@@ -38,7 +41,10 @@ def cost_table(plans: List[Dict[str, Any]], command: str) -> str:
         f"FLOPs: {first['flops']}. Activation memory: {first['activation_memory']}, measured as the slope of peak "
         "memory between two batch sizes. Max batch: (GPU memory - reserve - weights, gradients, DDP buckets and "
         "optimizer state) / activation memory per image. Loader cores: images/s per GPU / JPEG decode+resize "
-        "images/s per CPU core (bench/results/jpeg_decode.json); in-memory datasets need none.",
+        "images/s per CPU core (bench/results/jpeg_decode.json); in-memory datasets need none. Where that is "
+        "more than the cores a node gives each GPU (8-16 on common 8-GPU nodes), the GPU starves at the assumed "
+        "MFU: the ImageNet recipes need batched GPU decoding (torchvision.io.decode_jpeg(device='cuda'), measured by "
+        "bench/jpeg_decode.py where a GPU exists), which ImageFolderDataModule does not have yet.",
         "",
         "| recipe | params (M) | views | fwd GFLOPs/view (encoder) | train GFLOPs/image | act. MiB/image | "
         "max batch/GPU (recipe) | GPUs | steps/epoch | epochs | PFLOPs | GPU-hours | wall h | cost | "
