@@ -200,7 +200,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             report["ours"].append(row)
             print(json.dumps(row), flush=True)
             save()
-    for method in ("simclr", "byol"):
+    try:
+        import lightly  # noqa: F401
+    except ImportError:  # a bench extra: pip install -e '.[bench]'
+        report["lightly_skipped"] = "lightly is not installed (pip install -e '.[bench]'): no speed ratio"
+        print(report["lightly_skipped"], flush=True)
+    for method in ("simclr", "byol") if "lightly_skipped" not in report else ():
         batch = 2 if args.cpu else 128
         row = run_lightly(method, batch, 32 if args.cpu else 224, args.steps, args.warmup, args.cpu)
         ours = next((r for r in report["ours"] if r["recipe"] == f"training/recipes/{method}/imagenet.yaml"), None)

@@ -24,5 +24,10 @@ def test_gpu_proof_cpu_smoke(tmp_path):
         assert row["steps"] == 1 and row["batch"] == 2, method
         assert row["training_flops_per_image"] > 0, method
         assert row["loss"] == row["loss"], f"{method}: NaN loss"
-    assert [r["lightly"] for r in report["lightly"]] == ["simclr", "byol"]
-    assert all(r["loss"] == r["loss"] for r in report["lightly"])
+    try:
+        import lightly  # noqa: F401
+    except ImportError:  # CI installs the train and dev extras, not the bench extra
+        assert report["lightly"] == [] and "lightly is not installed" in report["lightly_skipped"]
+    else:
+        assert [r["lightly"] for r in report["lightly"]] == ["simclr", "byol"]
+        assert all(r["loss"] == r["loss"] for r in report["lightly"])

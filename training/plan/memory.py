@@ -18,6 +18,7 @@ limit.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 from pathlib import Path
@@ -54,12 +55,23 @@ def _peak_kib() -> int:
     raise ZooError("/proc/self/status has no VmHWM line")
 
 
+def _release_free_heap() -> None:
+    """Give the heap's free pages back to the kernel (glibc ``malloc_trim``): a long-lived parent (a test session,
+    a notebook) holds freed memory that stays resident, the step's tensors would reuse it without raising the peak,
+    and the slope would read 0."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _child(module: Any, image_shape: Sequence[int], batch: int, out: Any) -> None:
     try:
         import torch
 
         # one thread: the OpenMP pool the parent used while building the module does not survive fork
         torch.set_num_threads(1)
+        _release_free_heap()
         CLEAR_REFS.write_text("5")
         images = torch.randint(0, 256, (batch, *image_shape), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(0))
