@@ -65,3 +65,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def randomise_batch_norm(net):
+    """Random batch-norm affine parameters and running statistics (so eval mode matters); returns ``net.eval()``."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 2.0)
+    return net.eval()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision
 
 import zoo
+from tests.conftest import randomise_batch_norm
 from training.release.legacy import FORMATS, import_legacy
 from zoo.errors import ZooError
 
@@ -43,12 +44,7 @@ def _resnet18(seed: int, small: bool = False) -> nn.Module:
     if small:  # pl_bolts first_conv=False, maxpool1=False
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return randomise_batch_norm(net)
 
 
 def _swav_reference(net: nn.Module) -> nn.Module:

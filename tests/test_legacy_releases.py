@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import torchvision
 
 import zoo
+from tests.conftest import randomise_batch_norm
 from training.release.legacy import FORMATS, LegacyFormat, import_legacy, register_format
 from training.release.legacy.reading import plain_state
 from zoo.errors import ZooError
@@ -34,12 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _randomise(net: nn.Module, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return randomise_batch_norm(net)
 
 
 def _resnet(arch: str = "resnet18", seed: int = 0, **kwargs) -> nn.Module:
