@@ -32,10 +32,11 @@ def list_methods() -> List[str]:
 SIMCLR = register_method(Method(
     name="simclr",
     paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual Representations, arXiv:2002.05709",
-    summary="Two SimCLR views, ResNet-50, last map + MLP projection head, cosine / 0.1, NT-Xent over 2N views.",
+    summary="Two SimCLR views, ResNet-50, last map + MLP projection head ending on a scale-only batch norm as in "
+            "SimCLR's released code, cosine / 0.1, NT-Xent over 2N views.",
     augment=Part.of("simclr", strength=1.0, crop_scale=[0.08, 1.0], blur_prob=0.5),
     encoder=Part.of("resnet", arch="resnet50"),
-    extract=Part.of("last_map", head_hidden=2048, head_out=128, pairing="all_views"),
+    extract=Part.of("last_map", head_hidden=2048, head_out=128, pairing="all_views", head_output_batch_norm=True),
     similarity=Part.of("cosine", temperature=0.1),
     loss=Part.of("nce"),
 ))

@@ -67,9 +67,15 @@ class ProjectionHead(nn.Sequential):
     SimCLR (Chen et al., arXiv:2002.05709): "a small neural network projection head g(·) that maps representations
     to the space where contrastive loss is applied". ``batch_norm=False`` gives (Linear with bias -> ReLU) blocks,
     MoCo v2's "2-layer MLP head (hidden layer 2048-d, with ReLU)". The one head builder of every extractor.
+
+    ``output_batch_norm=True`` ends the head as SimCLR's released code does (``model_util.projection_head``: the
+    final layer is ``linear_layer(..., use_bias=False, use_bn=True)``, its batch norm with ``center=False``): a
+    Linear without bias, then a batch norm that scales but does not shift (its shift is held at zero and not
+    trained). BYOL's and MoCo's heads end on a plain Linear, the default.
     """
 
-    def __init__(self, in_features: int, hidden: int, out: int, layers: int = 2, batch_norm: bool = True) -> None:
+    def __init__(self, in_features: int, hidden: int, out: int, layers: int = 2, batch_norm: bool = True,
+                 output_batch_norm: bool = False) -> None:
         if layers < 1 or min(in_features, hidden, out) < 1:
             raise ZooError(f"projection head needs layers >= 1 and positive sizes, got {layers}, {hidden}, {out}")
         modules: List[nn.Module] = []
@@ -80,7 +86,12 @@ class ProjectionHead(nn.Sequential):
             else:
                 modules += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
             width = hidden
-        modules.append(nn.Linear(width, out))
+        if output_batch_norm:
+            norm = nn.BatchNorm1d(out)
+            norm.bias.requires_grad_(False)  # center=False: scale only; the zero shift stays in checkpoints
+            modules += [nn.Linear(width, out, bias=False), norm]
+        else:
+            modules.append(nn.Linear(width, out))
         super().__init__(*modules)
 
 

@@ -49,11 +49,13 @@ class LastMapExtractor(Extractor):
 
     YADIM: "Encode the multiple versions of an image and use the last feature map to make a comparison. There is
     no projection head" (``head_hidden=None``). SimCLR: the same map "run through a projection head"
-    (``head_hidden``/``head_out``). ``feature_map=None`` takes the encoder's last map.
+    (``head_hidden``/``head_out``; ``head_output_batch_norm`` ends it on SimCLR's scale-only batch norm, see
+    ``ProjectionHead``). ``feature_map=None`` takes the encoder's last map.
     """
 
     def __init__(self, *, encoder: Encoder, feature_map: Optional[str] = None, pairing: str = "all_views",
-                 head_hidden: Optional[int] = None, head_out: int = 128, head_layers: int = 2) -> None:
+                 head_hidden: Optional[int] = None, head_out: int = 128, head_layers: int = 2,
+                 head_output_batch_norm: bool = False) -> None:
         super().__init__()
         self.feature_map = feature_map or encoder.map_names[-1]
         if self.feature_map not in encoder.map_names:
@@ -62,7 +64,10 @@ class LastMapExtractor(Extractor):
             raise ZooError(f"unknown pairing {pairing!r}; use 'all_views' or 'cross_view'")
         self.pairing = pairing
         channels = _map_channels(encoder, self.feature_map)
-        self.head = ProjectionHead(channels, head_hidden, head_out, head_layers) if head_hidden else nn.Identity()
+        if head_output_batch_norm and not head_hidden:
+            raise ZooError("head_output_batch_norm needs a projection head (set head_hidden)")
+        self.head = (ProjectionHead(channels, head_hidden, head_out, head_layers,
+                                    output_batch_norm=head_output_batch_norm) if head_hidden else nn.Identity())
 
     def forward(self, encoder: Encoder, views: Sequence[Tensor]) -> List[Comparison]:
         shapes = {tuple(v.shape[1:]) for v in views}
