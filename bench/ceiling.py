@@ -4,9 +4,10 @@
 
 The same encoder (torchvision resnet18, standard stem, ``fc`` removed), the same heads and the same optimizer as
 ``bench/compare_lightly.py`` uses on both sides, written in plain PyTorch and stepped on views already made:
-no data loading, no augmentation, no training loop around it. SimCLR: MLP head 512-512-128 (BN), NT-Xent over 2N
-views at temperature 0.5. BYOL: projector 512-1024-256 and predictor 256-1024-256 (BN), EMA target (backbone +
-projector) updated each step, 2 - 2 cos, symmetrised. Adam (fused where torch has it), constant learning rate.
+no data loading, no augmentation, no training loop around it. SimCLR: MLP head 512-512-128 (BN; a BN on its
+output too, as in SimCLR's code and lightly's head), NT-Xent over 2N views at temperature 0.5. BYOL: projector
+512-1024-256 and predictor 256-1024-256 (BN), EMA target (backbone + projector) updated each step, 2 - 2 cos,
+symmetrised. Adam (fused where torch has it), constant learning rate.
 
 A library's views/s divided by this figure, measured in the same run on the same machine, is the fraction of the
 hardware's reach it attains (``ceiling_fraction`` in ``bench/results/compare_lightly*.json``).
@@ -28,9 +29,20 @@ import torch.nn.functional as F
 import torchvision
 
 
-def mlp(in_features: int, hidden: int, out: int) -> nn.Module:
+def mlp(in_features: int, hidden: int, out: int, output_batch_norm: bool = False) -> nn.Module:
+    """Linear -> BN -> ReLU -> Linear; with ``output_batch_norm`` SimCLR's ending (Linear without bias, then BN)."""
+    last = [nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out)] if output_batch_norm else [nn.Linear(hidden, out)]
     return nn.Sequential(nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out))
+                         *last)
+
+
+def heads(method: str) -> List[nn.Module]:
+    """The heads of ``method`` in the order ``bench/compare_lightly.py`` shares their initial weights."""
+    if method == "simclr":
+        return [mlp(512, 512, 128, output_batch_norm=True)]
+    if method == "byol":
+        return [mlp(512, 1024, 256), mlp(256, 1024, 256)]
+    raise ValueError(f"method must be simclr or byol, got {method!r}")
 
 
 def backbone() -> nn.Module:
@@ -61,15 +73,13 @@ def measure(method: str, batch_size: int = 256, size: int = 32, precision: str =
     net = backbone().to(memory_format=fmt)
     views = [torch.randn(batch_size, 3, size, size).contiguous(memory_format=fmt) for _ in range(2)]
     if method == "simclr":
-        head = mlp(512, 512, 128)
+        (head,) = heads(method)
         params: List[nn.Parameter] = list(net.parameters()) + list(head.parameters())
         target = predictor = None
-    elif method == "byol":
-        head, predictor = mlp(512, 1024, 256), mlp(256, 1024, 256)
+    else:
+        head, predictor = heads(method)
         target = nn.Sequential(copy.deepcopy(net), copy.deepcopy(head)).requires_grad_(False)
         params = list(net.parameters()) + list(head.parameters()) + list(predictor.parameters())
-    else:
-        raise ValueError(f"method must be simclr or byol, got {method!r}")
     online = list(net.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr, fused=True)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed"

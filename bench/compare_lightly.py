@@ -21,6 +21,12 @@ without native bf16, bf16 autocast on those with it; channels-last), for both si
 (median over training steps after 3 warm-up steps, wall time between consecutive steps, so data loading and
 augmentation are included), peak RSS, test kNN accuracy (k=200, cosine, exp(sim/0.1); same code both sides) after
 each epoch, the ceiling, and the CPU with whether it runs bf16 natively.
+
+Both sides start from the same weights (``--init same``, the default): the parent draws the backbone and heads
+once at the seed (``bench/ceiling.py``'s modules) and each side copies them into its own modules, entry by entry in
+order, shapes checked. Randomly initialised ResNet-18s alone differ by several kNN points, more than 60 steps of
+training move them, so without this a kNN difference between the sides mostly measures two draws of the
+initial weights. ``--init own`` lets each side draw its own, as before.
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -54,6 +63,36 @@ def fashion_mnist(train_subset: int, bank_subset: int, test_subset: int):
         keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:test_subset]
         test = type(test)(test.images[keep], test.labels[keep])
     return dm, dm.split("pretrain"), dm.split("train"), test
+
+
+def _entries(module: torch.nn.Module) -> List[torch.Tensor]:
+    return [t for name, t in module.state_dict().items() if not name.endswith("num_batches_tracked")]
+
+
+def write_initial_weights(method: str, seed: int, path: str) -> None:
+    """Backbone and heads drawn once at ``seed``, saved as one list of tensors per module."""
+    from ceiling import backbone, heads
+
+    torch.manual_seed(seed)
+    torch.save([_entries(m) for m in (backbone(), *heads(method))], path)
+
+
+@torch.no_grad()
+def load_initial_weights(modules: List[torch.nn.Module], path: Optional[str]) -> None:
+    """Copy the shared initial weights into ``modules`` (backbone, then heads), in state-dict order."""
+    if not path:
+        return
+    saved = torch.load(path)
+    if len(saved) != len(modules):
+        raise SystemExit(f"initial weights hold {len(saved)} modules, this side has {len(modules)}")
+    for i, (module, tensors) in enumerate(zip(modules, saved, strict=True)):
+        mine = _entries(module)
+        shapes = [tuple(t.shape) for t in mine], [tuple(t.shape) for t in tensors]
+        if shapes[0] != shapes[1]:
+            raise SystemExit(f"module {i} ({type(module).__name__}) does not match the shared initial weights: "
+                             f"{shapes[0]} vs {shapes[1]}")
+        for target, value in zip(mine, tensors, strict=True):
+            target.copy_(value)
 
 
 @torch.no_grad()
@@ -88,6 +127,11 @@ def run_ours(method: str, args) -> Dict:
                                similarity=dict(temperature=0.5) if method == "simclr" else None,
                                optimizer="adam", lr=args.lr, schedule="constant",
                                channels_last=args.channels_last == "true")
+    ex = module.extract
+    online = [module.encoder, ex.head] if method == "simclr" else [module.encoder, ex.projector, ex.predictor]
+    load_initial_weights(online, args.init_file)
+    if method == "byol":  # the target starts as a copy of the online backbone and projector
+        load_initial_weights([ex.teacher[0], ex.teacher[1], ex.predictor], args.init_file)
     times: List[float] = []
     knns: List[float] = []
 
@@ -136,12 +180,14 @@ def run_lightly(method: str, args) -> Dict:
     backbone.fc = torch.nn.Identity()
     if method == "simclr":
         head = SimCLRProjectionHead(512, HEADS["simclr"]["head_hidden"], HEADS["simclr"]["head_out"])
+        load_initial_weights([backbone, head], args.init_file)
         criterion, params = NTXentLoss(temperature=0.5), list(backbone.parameters()) + list(head.parameters())
         target_backbone = target_head = predictor = None
     else:
         h = HEADS["byol"]
         head = BYOLProjectionHead(512, h["projector_hidden"], h["projector_out"])
         predictor = BYOLPredictionHead(h["projector_out"], h["predictor_hidden"], h["projector_out"])
+        load_initial_weights([backbone, head, predictor], args.init_file)
         import copy
 
         target_backbone, target_head = copy.deepcopy(backbone), copy.deepcopy(head)
@@ -205,11 +251,12 @@ def resolve_settings(args) -> None:
     args.channels_last = str(hardware.resolve_channels_last(args.channels_last)[0]).lower()
 
 
-def child(passthrough: List[str], side: str, method: str) -> Optional[Dict]:
+def child(passthrough: List[str], side: str, method: str, init_file: Optional[str] = None) -> Optional[Dict]:
     """Run one side in its own process (its own peak RSS); None, with its stderr shown, if it failed."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", side, method], capture_output=True,
-                          text=True)
+    extra = ["--init-file", init_file] if init_file else []
+    proc = subprocess.run([sys.executable, __file__, *passthrough, "--child", side, method, *extra],
+                          capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -229,13 +276,16 @@ def main() -> int:
     parser.add_argument("--lightly-workers", type=int, default=0, help="DataLoader workers on lightly's side")
     parser.add_argument("--methods", nargs="+", default=["simclr", "byol"], choices=["simclr", "byol"])
     parser.add_argument("--seed", type=int, default=0, help="torch seed of both sides (initialisation, order, views)")
+    parser.add_argument("--init", default="same", choices=["same", "own"],
+                        help="same: both sides start from one draw of the weights at --seed; own: each draws its own")
     parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"],
                         help="both sides' precision (auto: training.pretrain.hardware's choice for this CPU)")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
                         help="both sides' memory format (auto: training.pretrain.hardware's choice)")
-    parser.add_argument("--ceiling-steps", type=int, default=20, help="steps of each ceiling run (before and after each side)")
+    parser.add_argument("--ceiling-steps", type=int, default=20, help="steps of each ceiling run (before and after each side); 0: no ceiling")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--init-file", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolve_settings(args)
@@ -255,19 +305,26 @@ def main() -> int:
     passthrough = [a for a in sys.argv[1:] if a not in ("--out", args.out)]
     passthrough += ["--precision", args.precision, "--channels-last", args.channels_last]
     results: Dict[str, Dict] = {}
+    scratch = tempfile.mkdtemp(prefix="compare_lightly_")
     for method in args.methods:
         results[method] = {}
+        init_file = None
+        if args.init == "same":
+            init_file = os.path.join(scratch, f"{method}_init.pt")
+            write_initial_weights(method, args.seed, init_file)
         for side in ("ours", "lightly"):
             # the ceiling right before and right after the side: on a shared VM the speed drifts by 10-20% over
             # minutes, so one side is compared with the mean of the two ceilings that bracket it
-            before = child(passthrough, "ceiling", method)
-            result = child(passthrough, side, method)
-            after = child(passthrough, "ceiling", method)
+            ceiling = args.ceiling_steps > 0  # 0: no ceiling runs (seed repeats that only need kNN)
+            before = child(passthrough, "ceiling", method) if ceiling else {}
+            result = child(passthrough, side, method, init_file)
+            after = child(passthrough, "ceiling", method) if ceiling else {}
             if before is None or result is None or after is None:
                 return 1
-            result["ceiling_runs_views_per_s"] = [before["views_per_s"], after["views_per_s"]]
-            result["ceiling_views_per_s"] = (before["views_per_s"] + after["views_per_s"]) / 2
-            result["ceiling_fraction"] = result["views_per_s"] / result["ceiling_views_per_s"]
+            if ceiling:
+                result["ceiling_runs_views_per_s"] = [before["views_per_s"], after["views_per_s"]]
+                result["ceiling_views_per_s"] = (before["views_per_s"] + after["views_per_s"]) / 2
+            result["ceiling_fraction"] = (result["views_per_s"] / result["ceiling_views_per_s"]) if ceiling else None
             results[method][side] = result
             print(method, side, json.dumps(result), flush=True)
         ours, theirs = results[method]["ours"], results[method]["lightly"]
@@ -276,14 +333,17 @@ def main() -> int:
         results[method]["knn_diff_last_epoch"] = ours["knn"][-1] - theirs["knn"][-1]
     from training.pretrain.hardware import cpu_name, native_cpu_bf16
 
-    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
+    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "out", "init_file")}
     results["machine"] = {"cpu": cpu_name(), "native_bf16": native_cpu_bf16(), "torch": torch.__version__,
                           "threads": args.threads}
     print(json.dumps({m: {**{k: v for k, v in r.items() if k.startswith(("ratio", "knn_diff"))},
                           **{f"{side}_ceiling_fraction": r[side]["ceiling_fraction"] for side in ("ours", "lightly")}}
                       for m, r in results.items() if m in args.methods}, indent=1))
+    shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        tmp = Path(args.out).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(args.out)
     return 0
 
 
