@@ -13,6 +13,10 @@ figures are images per second of one core, also on a shared machine:
   comparison with loaders that crop on the CPU;
 - ``tv_decode_jpeg_cpu_resize_center_crop``: ``torchvision.io.decode_jpeg`` (libjpeg-turbo) on the CPU, then the
   same resize and crop on the tensor;
+- ``read_file_only``: what the loader processes do under ``ImageFolderDataModule(decode="device")``: read the
+  file's bytes into a tensor (``torchvision.io.read_file``; the files are in the page cache, as a warm epoch's are);
+- ``tv_decode_jpeg_cpu_batched``: ``training.pretrain.device_decode.decode_batch`` on the CPU, batches of 64, the
+  device path run where there is no GPU;
 - ``tv_decode_jpeg_cuda_batched`` (only where CUDA exists): the file bytes read on the CPU, decoded in batches of 64
   on the GPU with ``decode_jpeg(device="cuda")`` (nvJPEG), resized on the GPU; its figure is images/s per GPU, and
   the CPU work left is reading files.
@@ -113,6 +117,27 @@ def tv_center(path: Path) -> torch.Tensor:
     return TF.center_crop(TF.resize(t, 256), [256, 256])
 
 
+def read_only(path: Path) -> torch.Tensor:
+    from torchvision.io import read_file
+
+    return read_file(str(path))
+
+
+def cpu_batched(paths: List[Path], seconds: float, batch: int = 64) -> float:
+    """Images per CPU-second of ``decode_batch`` on the CPU (files read beforehand, as the workers would)."""
+    from torchvision.io import read_file
+
+    from training.pretrain.device_decode import decode_batch
+
+    data = [read_file(str(p)) for p in paths]
+    decode_batch(data[:batch], 256, torch.device("cpu"))
+    done, start = 0, time.process_time()
+    while time.process_time() - start < seconds:
+        decode_batch([data[(done + j) % len(data)] for j in range(batch)], 256, torch.device("cpu"))
+        done += batch
+    return done / (time.process_time() - start)
+
+
 def cuda_batched(paths: List[Path], seconds: float, batch: int = 64) -> Optional[float]:
     if not torch.cuda.is_available():
         return None
@@ -148,9 +173,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         size = sum(p.stat().st_size for p in paths) / len(paths)
         results = {}
         for name, work in (("pil_resize_center_crop", pil_center), ("pil_random_resized_crop_224", pil_rrc),
-                           ("tv_decode_jpeg_cpu_resize_center_crop", tv_center)):
+                           ("tv_decode_jpeg_cpu_resize_center_crop", tv_center), ("read_file_only", read_only)):
             results[name] = {"images_per_s_per_core": round(rate(paths, work, args.seconds), 1)}
             print(name, results[name], flush=True)
+        results["tv_decode_jpeg_cpu_batched"] = {"images_per_s_per_core": round(cpu_batched(paths, args.seconds), 1)}
+        print("tv_decode_jpeg_cpu_batched", results["tv_decode_jpeg_cpu_batched"], flush=True)
         gpu = cuda_batched(paths, args.seconds)
         if gpu is not None:
             results["tv_decode_jpeg_cuda_batched"] = {"images_per_s_per_gpu": round(gpu, 1),

@@ -12,7 +12,7 @@ from training.cli import main
 from training.plan.command import all_recipes, plan, table
 from training.plan.flops import count_step
 from training.plan.gpus import GPUS
-from training.plan.markdown import cost_table
+from training.plan.markdown import README_BEGIN, README_END, cost_table
 from training.plan.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,12 @@ def test_plan_arithmetic_and_command_line(tmp_path, capsys):
     assert e["total_pflops"] == pytest.approx(total / 1e15)
     assert e["gpu_hours"] == pytest.approx(total / (312e12 * 0.5) / 3600)
     assert e["cost"] == pytest.approx(2 * e["gpu_hours"])
-    assert e["loader"]["decodes_jpeg"] is True
+    assert e["loader"]["decodes_jpeg"] is True and e["loader"]["decode"] == "cpu"
+    jpeg = json.loads((ROOT / "bench" / "results" / "jpeg_decode.json").read_text())["results"]
+    per_core = {k: v["images_per_s_per_core"] for k, v in jpeg.items() if "images_per_s_per_core" in v}
+    assert e["loader"]["cores_per_gpu"] == pytest.approx(e["images_per_s_per_gpu"] / per_core["pil_resize_center_crop"])
+    assert e["loader"]["cores_per_gpu_device_decode"] == pytest.approx(
+        e["images_per_s_per_gpu"] / per_core["read_file_only"])
     assert p["published"][0]["figure"].startswith("100 epochs in about 6 h on 32 TPU v3")
     printed = capsys.readouterr().out
     assert "assumed MFU                0.5" in printed and "312.0 bf16 dense TFLOPS" in printed
@@ -120,6 +125,28 @@ def test_plan_arithmetic_and_command_line(tmp_path, capsys):
     markdown = cost_table([p], "python -m training plan X")
     assert "| simclr/imagenet.yaml | 28.0 | 2 | 224px: 8.17 |" in markdown
     assert "| simclr/imagenet | 100 epochs in about 6 h on 32 TPU v3 cores (bf16) |" in markdown
+
+
+def test_readme_table_is_rewritten_between_its_markers_only(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{README_BEGIN}\nstale table\n{README_END}\nafter\n")
+    assert main(["plan", SIMCLR_IMAGENET, "--memory", "skip", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n" + README_BEGIN) and text.endswith(README_END + "\nafter\n")
+    assert "stale table" not in text
+    assert f"`python -m training plan {SIMCLR_IMAGENET} --memory skip --readme {readme}`" in text
+    row = [ln for ln in text.splitlines() if ln.startswith("| simclr/imagenet | 28.0 |")]
+    assert len(row) == 1 and row[0].split(" | ")[2:7] == ["48.63", "-", "- (128)", "32", "100"]
+    assert "| simclr/imagenet | 100 epochs in about 6 h on 32 TPU v3 cores (bf16) |" in text
+    # again on its own output: the same file (the block is found and replaced, not appended)
+    assert main(["plan", SIMCLR_IMAGENET, "--memory", "skip", "--readme", str(readme)]) == 0
+    assert readme.read_text() == text
+    capsys.readouterr()
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    assert main(["plan", SIMCLR_IMAGENET, "--memory", "skip", "--readme", str(bare)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bare} needs exactly one pair of lines")
+    assert bare.read_text() == "no markers\n"
 
 
 def test_bad_inputs_give_one_line(capsys):

@@ -55,7 +55,8 @@ def plan(recipe: str, gpu: str = "h100", mfu: float = 0.4, price_per_hour: Optio
         del cpu
     result = est.estimate(flops=flops, memory=activation, static=static, gpu=card, mfu=mfu,
                           price_per_hour=price_per_hour, batch_per_gpu=built.batch_per_gpu, gpus=built.gpus,
-                          epochs=built.epochs, dataset_images=built.dataset_images, datamodule=built.datamodule)
+                          epochs=built.epochs, dataset_images=built.dataset_images, datamodule=built.datamodule,
+                          decode=built.decode)
     key = "/".join(Path(recipe).with_suffix("").parts[-2:])
     return {
         "recipe": recipe, "method": module.method.name, "datamodule": built.datamodule,
@@ -111,11 +112,15 @@ def table(p: Dict[str, Any]) -> str:
                       f"{e['epoch_minutes_on_recipe_gpus']:.2f} min/epoch)"),
         ("cost", "-" if e["cost"] is None else f"{e['cost']:,.0f} at {a['price_per_hour']}/GPU-hour"),
         ("loader cores per GPU", "0 (in-memory dataset)" if not loader["decodes_jpeg"] else
-         ("-" if cores is None else f"{cores:,.1f}") + f" (JPEG decode: {loader['source']})"),
+         ("-" if cores is None else f"{cores:,.1f}") + f" (decode {loader['decode']}: {loader['source']})"),
         ("assumed GPU", f"{a['gpu']['name']}: {a['gpu']['peak_tflops']} {a['gpu']['precision']} dense TFLOPS "
                         f"({a['gpu']['source']}), {a['gpu']['memory_gib']} GB, {a['memory_reserve_gib']} GiB reserved"),
         ("assumed MFU", f"{a['mfu']}"),
     ]
+    if loader["decodes_jpeg"] and loader["decode"] == "cpu":
+        other = loader["cores_per_gpu_device_decode"]
+        rows.append(("with decode: device", ("-" if other is None else f"{other:,.1f}") + " loader cores per GPU "
+                     "(--data.init_args.decode device: workers read bytes, the GPU decodes)"))
     for pub in p["published"]:
         rows.append(("published", f"{pub['figure']} ({pub['source']}): implies MFU {pub['implied_mfu']:.3f} "
                                   f"for our FLOPs"))
@@ -141,9 +146,16 @@ def main(argv: Optional[List[str]] = None) -> Any:
     parser.add_argument("--dataset-images", type=int, default=None, help="override the training split's size")
     parser.add_argument("--json", default=None, help="write the plan(s) to this JSON file")
     parser.add_argument("--markdown", default=None, help="write the cost table of the plans to this Markdown file")
+    parser.add_argument("--readme", default=None,
+                        help="rewrite the short cost table between the plan-table markers of this file (README.md)")
     args = parser.parse_args(argv)
     if bool(args.recipe) == bool(args.all):
         raise ZooError("give one recipe, or --all")
+    if args.readme:  # refuse a file without the markers before minutes of planning, not after
+        from training.plan.markdown import replace_readme_block
+
+        readme_text = Path(args.readme).read_text(encoding="utf-8")
+        replace_readme_block(readme_text, "", args.readme)
     recipes = all_recipes() if args.all else [args.recipe]
     plans = []
     for recipe in recipes:
@@ -153,9 +165,14 @@ def main(argv: Optional[List[str]] = None) -> Any:
         print(table(plans[-1]) + "\n", flush=True)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(plans if args.all else plans[0], indent=2) + "\n")
+    command = " ".join(["python -m training plan"] + (argv if argv is not None else sys.argv[1:]))
     if args.markdown:
         from training.plan.markdown import cost_table
 
-        atomic_write_text(Path(args.markdown), cost_table(plans, " ".join(["python -m training plan"] + (
-            argv if argv is not None else sys.argv[1:]))))
+        atomic_write_text(Path(args.markdown), cost_table(plans, command))
+    if args.readme:
+        from training.plan.markdown import readme_block
+
+        atomic_write_text(Path(args.readme), replace_readme_block(readme_text, readme_block(plans, command),
+                                                                  args.readme))
     return None

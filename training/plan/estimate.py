@@ -21,16 +21,23 @@ JPEG_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "jpeg
 DECODING = ("ImageFolderDataModule", "SplitFolderDataModule")
 
 
-def decode_rate() -> Dict[str, Any]:
-    """Images per second per CPU core of the loader's path (PIL decode + shorter-side resize + centre crop), from
+#: the loader workers' work per image, by ``ImageFolderDataModule(decode=...)``, as bench/jpeg_decode.py names it
+LOADER_WORK = {"cpu": ("pil_resize_center_crop", "PIL decode + resize + centre crop"),
+               "device": ("read_file_only", "file read only; the GPU decodes")}
+
+
+def decode_rate(decode: str = "cpu") -> Dict[str, Any]:
+    """Images per second per CPU core of the loader's work per image (``LOADER_WORK``), from
     ``bench/results/jpeg_decode.json`` (``python bench/jpeg_decode.py``)."""
+    key, what = LOADER_WORK[decode]
     try:
         data = json.loads(JPEG_RESULTS.read_text())
-        row = data["results"]["pil_resize_center_crop"]
+        row = data["results"][key]
         return {"images_per_s_per_core": float(row["images_per_s_per_core"]),
-                "source": f"bench/results/jpeg_decode.json (PIL, {data['cpu']['model']})"}
+                "source": f"bench/results/jpeg_decode.json ({what}, {data['cpu']['model']})"}
     except (OSError, KeyError, ValueError, TypeError):
-        return {"images_per_s_per_core": None, "source": "no bench/results/jpeg_decode.json: run bench/jpeg_decode.py"}
+        return {"images_per_s_per_core": None,
+                "source": f"no {key} in bench/results/jpeg_decode.json: run bench/jpeg_decode.py"}
 
 
 def static_bytes(module: Any, optimizer: str) -> Dict[str, int]:
@@ -46,7 +53,7 @@ def static_bytes(module: Any, optimizer: str) -> Dict[str, int]:
 
 def estimate(*, flops: Dict[str, Any], memory: Optional[Dict[str, Any]], static: Dict[str, int], gpu: GPU, mfu: float,
              price_per_hour: Optional[float], batch_per_gpu: int, gpus: int, epochs: int, dataset_images: int,
-             datamodule: str) -> Dict[str, Any]:
+             datamodule: str, decode: str = "cpu") -> Dict[str, Any]:
     per_image = flops["training_flops_per_image"]
     global_batch = batch_per_gpu * gpus
     steps_per_epoch = dataset_images // global_batch
@@ -73,9 +80,12 @@ def estimate(*, flops: Dict[str, Any], memory: Optional[Dict[str, Any]], static:
         out["recipe_batch_fits"] = None if fixed < usable else False
     out["static_memory_gib"] = fixed / 2**30
     if datamodule in DECODING:
-        rate = decode_rate()
-        cores = None if rate["images_per_s_per_core"] is None else images_per_s / rate["images_per_s_per_core"]
-        out["loader"] = {"decodes_jpeg": True, "cores_per_gpu": cores, **rate}
+        def cores(mode: str) -> Optional[float]:
+            per_core = decode_rate(mode)["images_per_s_per_core"]
+            return None if per_core is None else images_per_s / per_core
+
+        out["loader"] = {"decodes_jpeg": True, "decode": decode, "cores_per_gpu": cores(decode),
+                         "cores_per_gpu_device_decode": cores("device"), **decode_rate(decode)}
     else:
         out["loader"] = {"decodes_jpeg": False, "cores_per_gpu": 0,
                          "source": "in-memory uint8 tensor: batches are slices, augmentation runs on the GPU"}

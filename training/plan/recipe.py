@@ -45,6 +45,7 @@ class Recipe:
     epochs: int
     dataset_images: int
     dataset_note: str
+    decode: str = "cpu"  # ImageFolderDataModule: JPEGs decoded in the loader's workers (cpu) or on the GPU (device)
 
     @property
     def global_batch(self) -> int:
@@ -93,4 +94,4 @@ def load_recipe(path: str, dataset_images: Optional[int] = None, device: str = "
     return Recipe(path=path, module=cli.model, datamodule=name, image_shape=tuple(shape),
                   batch_per_gpu=int(dm.batch_size), gpus=devices * nodes,
                   epochs=_int(trainer.get("max_epochs", 1), "trainer.max_epochs", path),
-                  dataset_images=int(images), dataset_note=note)
+                  dataset_images=int(images), dataset_note=note, decode=str(getattr(dm, "decode", "cpu")))

@@ -235,13 +235,41 @@ class _ResizedFolder(Dataset):
 
 class ImageFolderDataModule(ImageDataModule):
     """Any ``root/{train,val}/<class>/<image>`` tree (ImageNet layout). Images are decoded in workers, resized
-    (shorter side) and centre-cropped to ``load_size``; random crops happen later, on the device."""
+    (shorter side) and centre-cropped to ``load_size``; random crops happen later, on the device.
+
+    ``decode="device"``: the workers only read the files, and each pre-training batch is decoded on the training
+    device (``training.pretrain.device_decode``: nvJPEG on a GPU), for GPUs that CPU decoding would starve."""
 
     def __init__(self, root: str = "", load_size: int = 256, train_dir: str = "train", test_dir: str = "val",
-                 **kwargs) -> None:
+                 decode: str = "cpu", **kwargs) -> None:
         super().__init__(root=root, **kwargs)
-        self.load_size, self.train_dir, self.test_dir = load_size, train_dir, test_dir
+        if decode not in ("cpu", "device"):
+            raise ZooError(f"decode must be 'cpu' (in the loader's workers) or 'device' (on the training device), "
+                           f"got {decode!r}")
+        self.load_size, self.train_dir, self.test_dir, self.decode = load_size, train_dir, test_dir, decode
         self.image_shape = (3, load_size, load_size)  # decoded as RGB, resized and centre-cropped to load_size
+
+    def _images(self, folder, split: str) -> Dataset:
+        if self.decode == "device" and split == "pretrain":
+            from training.pretrain.device_decode import EncodedFolder
+
+            return EncodedFolder(folder)
+        return _ResizedFolder(folder, self.load_size)
+
+    def _loading(self, data: Dataset) -> dict:
+        loading = super()._loading(data)
+        if self.decode == "device" and data is self._splits.get("pretrain"):
+            from training.pretrain.device_decode import collate_encoded
+
+            loading["collate_fn"] = collate_encoded
+        return loading
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        if self.decode == "device" and isinstance(batch, (tuple, list)) and isinstance(batch[0], list):
+            from training.pretrain.device_decode import decode_batch
+
+            return decode_batch(batch[0], self.load_size, device), batch[1].to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def load_split(self, split: str) -> Dataset:
         from torchvision.datasets import ImageFolder
@@ -254,7 +282,7 @@ class ImageFolderDataModule(ImageDataModule):
         except (FileNotFoundError, RuntimeError) as err:
             raise ZooError(f"image folder {folder} has no class folders with images: {err}") from None
         self.num_classes = len(data.classes)
-        return _ResizedFolder(data, self.load_size)
+        return self._images(data, split)
 
 
 class SplitFolderDataModule(ImageFolderDataModule):
@@ -281,4 +309,4 @@ class SplitFolderDataModule(ImageFolderDataModule):
         if len(data) - n_test < 2:
             raise ZooError(f"image folder {folder} has {len(data)} images: too few to split into train and test")
         keep = perm[:n_test] if split == "test" else perm[n_test:]
-        return torch.utils.data.Subset(_ResizedFolder(data, self.load_size), keep)
+        return torch.utils.data.Subset(self._images(data, split), keep)
