@@ -76,7 +76,7 @@ def test_one_at_a_time_grid_writes_tables_plots_and_csv(tmp_path, fmnist_dir, fa
     assert explore(write_grid(tmp_path, fmnist_dir), tmp_path) == 0
     assert len(cells.calls) == 6  # base, cosine, plain: 3 configurations x 2 seeds
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "| **base (base)** | `dot(scale_by_sqrt_dim=True)` | 2 | 0.7050 ± 0.0071 [0.7000–0.7100] | — | 0.8050 ± 0.0071 [0.8000–0.8100] | — |" \
+    assert "| **base** | `dot(scale_by_sqrt_dim=True)` | 2 | 0.7050 ± 0.0071 [0.7000–0.7100] | — | 0.8050 ± 0.0071 [0.8000–0.8100] | — |" \
         in readme
     assert "| cosine | `cosine(temperature=0.1)` | 2 | 0.7550 ± 0.0071 [0.7500–0.7600] | +0.0500 | 0.8100 ± 0.0071 [0.8050–0.8150] | " \
            "+0.0050 (no measurable difference) |" in readme
@@ -186,6 +186,18 @@ def test_jobs_print_one_command_per_pending_cell_and_collect_reports(tmp_path, f
     assert f"| {ids[2]} | missing |" in (tmp_path / "out" / "README.md").read_text()
     assert explore(grid, tmp_path, "--jobs") == 0
     assert capsys.readouterr().out.strip().splitlines() == jobs[2:]
+
+
+def test_jobs_into_a_closed_pipe_exits_quietly(tmp_path, fmnist_dir):
+    """``--jobs | head``: a reader that closed the pipe before the commands were written (``true`` reads nothing and
+    exits at once, long before Python has started); the command still exits 0, without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    grid = write_grid(tmp_path, fmnist_dir)
+    command = f"set -o pipefail; {sys.executable} -m training explore {grid} --out {tmp_path / 'out'} --jobs | true"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
 def test_one_real_tiny_cell_end_to_end(tmp_path, fmnist_dir):

@@ -93,7 +93,7 @@ def axis_table(rows: List[Dict[str, Any]]) -> str:
     lines = ["| alternative | part | seeds | kNN mean ± std [min–max] | Δ kNN vs base | linear mean ± std [min–max] "
              "| Δ linear vs base |", "|---|---|---:|---|---|---|---|"]
     for r in rows:
-        name = f"**{r['label']} (base)**" if r["base"] else r["label"]
+        name = (f"**{r['label']}**" if r["label"] == "base" else f"**{r['label']} (base)**") if r["base"] else r["label"]
         n = (r["knn"] or {}).get("n", 0)
         failed = f" ({len(r['failed'])} failed: {r['failed'][0]})" if r["failed"] else ""
         lines.append(f"| {name}{failed} | `{r['part']}` | {n} | {cell_text(r['knn'])} | {r['delta_knn']} | "
@@ -121,8 +121,8 @@ def plot_axis(grid: Grid, axis: str, rows: List[Dict[str, Any]], path: Path) -> 
             panel.errorbar([x], [s["mean"]], yerr=[[s["mean"] - s["min"]], [s["max"] - s["mean"]]], fmt="o",
                            color=colour, capsize=4, zorder=3)
         panel.set_xticks(range(len(rows)))
-        panel.set_xticklabels([r["label"] + ("\n(base)" if r["base"] else "") for r in rows], rotation=30,
-                              ha="right", fontsize=8)
+        panel.set_xticklabels([r["label"] + ("\n(base)" if r["base"] and r["label"] != "base" else "") for r in rows],
+                              rotation=30, ha="right", fontsize=8)
         panel.set_title(f"{title} top-1 (mean, min-max over seeds)")
         panel.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{grid.name}: {CHARACTERISTIC_TITLES[axis]} ({len(grid.seeds)} seeds, {budget_text(grid)})")

@@ -10,8 +10,10 @@ whatever results exist.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -108,8 +110,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     todo = pending(grid, out, args.retry_failed)
     done = len(grid.cells) - len(todo)
     if args.jobs:
-        for cell in todo:
-            print(cell_command(args, cell.id))
+        try:
+            for cell in todo:
+                print(cell_command(args, cell.id), flush=True)
+        except BrokenPipeError:  # `--jobs | head`: the reader has what it wanted; no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args.check:
         print(f"grid {grid.path}: {configs} configurations x {len(grid.seeds)} seeds = {len(grid.cells)} cells, "
