@@ -130,8 +130,8 @@ def run_ours(method: str, args) -> Dict:
     ex = module.extract
     online = [module.encoder, ex.head] if method == "simclr" else [module.encoder, ex.projector, ex.predictor]
     load_initial_weights(online, args.init_file)
-    if method == "byol":  # the target starts as a copy of the online backbone and projector
-        load_initial_weights([ex.teacher[0], ex.teacher[1], ex.predictor], args.init_file)
+    if method == "byol" and args.init_file:  # the target starts as a copy of the online backbone and projector
+        ex.teacher.update([module.encoder, ex.projector], 0.0)
     times: List[float] = []
     knns: List[float] = []
 

@@ -59,6 +59,11 @@ def verdict(base: Optional[Dict[str, float]], alt: Optional[Dict[str, float]]) -
     return f"{delta:+.4f}" + ("" if abs(delta) > spread else f" ({NO_DIFFERENCE})")
 
 
+def base_mark(row: Dict[str, Any], sep: str) -> str:
+    """" (base)" after the base's label, unless the label already says it (one-at-a-time grids call it "base")."""
+    return f"{sep}(base)" if row["base"] and row["label"] != "base" else ""
+
+
 def axis_rows(grid: Grid, axis: str, results: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
     rows = []
     for index, label in enumerate(grid.labels(axis)):
@@ -93,7 +98,7 @@ def axis_table(rows: List[Dict[str, Any]]) -> str:
     lines = ["| alternative | part | seeds | kNN mean ± std [min–max] | Δ kNN vs base | linear mean ± std [min–max] "
              "| Δ linear vs base |", "|---|---|---:|---|---|---|---|"]
     for r in rows:
-        name = (f"**{r['label']}**" if r["label"] == "base" else f"**{r['label']} (base)**") if r["base"] else r["label"]
+        name = f"**{r['label']}{base_mark(r, ' ')}**" if r["base"] else r["label"]
         n = (r["knn"] or {}).get("n", 0)
         failed = f" ({len(r['failed'])} failed: {r['failed'][0]})" if r["failed"] else ""
         lines.append(f"| {name}{failed} | `{r['part']}` | {n} | {cell_text(r['knn'])} | {r['delta_knn']} | "
@@ -121,7 +126,7 @@ def plot_axis(grid: Grid, axis: str, rows: List[Dict[str, Any]], path: Path) -> 
             panel.errorbar([x], [s["mean"]], yerr=[[s["mean"] - s["min"]], [s["max"] - s["mean"]]], fmt="o",
                            color=colour, capsize=4, zorder=3)
         panel.set_xticks(range(len(rows)))
-        panel.set_xticklabels([r["label"] + ("\n(base)" if r["base"] and r["label"] != "base" else "") for r in rows],
+        panel.set_xticklabels([r["label"] + base_mark(r, "\n") for r in rows],
                               rotation=30, ha="right", fontsize=8)
         panel.set_title(f"{title} top-1 (mean, min-max over seeds)")
         panel.grid(axis="y", alpha=0.3)

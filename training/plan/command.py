@@ -154,8 +154,7 @@ def main(argv: Optional[List[str]] = None) -> Any:
     if args.readme:  # refuse a file without the markers before minutes of planning, not after
         from training.plan.markdown import replace_readme_block
 
-        readme_text = Path(args.readme).read_text(encoding="utf-8")
-        replace_readme_block(readme_text, "", args.readme)
+        replace_readme_block(Path(args.readme).read_text(encoding="utf-8"), "", args.readme)
     recipes = all_recipes() if args.all else [args.recipe]
     plans = []
     for recipe in recipes:
@@ -173,6 +172,7 @@ def main(argv: Optional[List[str]] = None) -> Any:
     if args.readme:
         from training.plan.markdown import readme_block
 
-        atomic_write_text(Path(args.readme), replace_readme_block(readme_text, readme_block(plans, command),
-                                                                  args.readme))
+        # read again: the file may have been edited during the minutes of planning
+        text = Path(args.readme).read_text(encoding="utf-8")
+        atomic_write_text(Path(args.readme), replace_readme_block(text, readme_block(plans, command), args.readme))
     return None

@@ -80,12 +80,14 @@ def estimate(*, flops: Dict[str, Any], memory: Optional[Dict[str, Any]], static:
         out["recipe_batch_fits"] = None if fixed < usable else False
     out["static_memory_gib"] = fixed / 2**30
     if datamodule in DECODING:
+        rates = {mode: decode_rate(mode) for mode in {decode, "device"}}
+
         def cores(mode: str) -> Optional[float]:
-            per_core = decode_rate(mode)["images_per_s_per_core"]
+            per_core = rates[mode]["images_per_s_per_core"]
             return None if per_core is None else images_per_s / per_core
 
         out["loader"] = {"decodes_jpeg": True, "decode": decode, "cores_per_gpu": cores(decode),
-                         "cores_per_gpu_device_decode": cores("device"), **decode_rate(decode)}
+                         "cores_per_gpu_device_decode": cores("device"), **rates[decode]}
     else:
         out["loader"] = {"decodes_jpeg": False, "cores_per_gpu": 0,
                          "source": "in-memory uint8 tensor: batches are slices, augmentation runs on the GPU"}

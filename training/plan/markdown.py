@@ -97,7 +97,7 @@ def readme_block(plans: List[Dict[str, Any]], command: str) -> str:
     a = plans[0]["assumptions"]
     gpu = a["gpu"]
     lines = [README_BEGIN,
-             f"`{command}` on {a['gpu']['name']} ({gpu['peak_tflops']} {gpu['precision']} dense TFLOPS), MFU "
+             f"`{command}` on {gpu['name']} ({gpu['peak_tflops']} {gpu['precision']} dense TFLOPS), MFU "
              f"{a['mfu']}; activation memory {a['activation_memory']}. All columns and assumptions: "
              "`docs/costs.md`.", "",
              "| recipe | params (M) | train GFLOPs/image | act. MiB/image | max batch/GPU (recipe) | GPUs | epochs "
