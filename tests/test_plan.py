@@ -146,6 +146,10 @@ def test_readme_table_is_rewritten_between_its_markers_only(tmp_path, capsys):
     assert main(["plan", SIMCLR_IMAGENET, "--memory", "skip", "--readme", str(bare)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {bare} needs exactly one pair of lines")
     assert bare.read_text() == "no markers\n"
+    missing = tmp_path / "nowhere" / "README.md"
+    assert main(["plan", SIMCLR_IMAGENET, "--memory", "skip", "--readme", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --readme {missing}: cannot read it (No such file or directory)"
+    assert not missing.parent.exists()
 
 
 def test_bad_inputs_give_one_line(capsys):

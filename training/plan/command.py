@@ -132,6 +132,13 @@ def all_recipes() -> List[str]:
     return [str(p.relative_to(RECIPES.parents[1])) for p in sorted(RECIPES.glob("*/*.yaml"))]
 
 
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ZooError(f"--readme {path}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+
+
 def main(argv: Optional[List[str]] = None) -> Any:
     parser = argparse.ArgumentParser(prog="python -m training plan",
                                      description="What a recipe costs: FLOPs counted on its real step, activation "
@@ -154,7 +161,7 @@ def main(argv: Optional[List[str]] = None) -> Any:
     if args.readme:  # refuse a file without the markers before minutes of planning, not after
         from training.plan.markdown import replace_readme_block
 
-        replace_readme_block(Path(args.readme).read_text(encoding="utf-8"), "", args.readme)
+        replace_readme_block(_read(args.readme), "", args.readme)
     recipes = all_recipes() if args.all else [args.recipe]
     plans = []
     for recipe in recipes:
@@ -173,6 +180,6 @@ def main(argv: Optional[List[str]] = None) -> Any:
         from training.plan.markdown import readme_block
 
         # read again: the file may have been edited during the minutes of planning
-        text = Path(args.readme).read_text(encoding="utf-8")
-        atomic_write_text(Path(args.readme), replace_readme_block(text, readme_block(plans, command), args.readme))
+        atomic_write_text(Path(args.readme), replace_readme_block(_read(args.readme), readme_block(plans, command),
+                                                                  args.readme))
     return None
