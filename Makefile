@@ -1,5 +1,7 @@
 # Two commands for a newcomer: `make demo` (set-up + the main job) and `make test`.
 PYTHON ?= python3
+# pytest-xdist workers for `make test`, one intra-op thread each (tests/conftest.py); 2 on the 2-core CI machine
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
@@ -29,7 +31,7 @@ test: install
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy zoo
 	tests/installed_wheel.sh $(PY)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# `make test` runs one pytest-xdist worker per core: one intra-op thread each (and in the processes tests start), so
+# two workers never ask the two cores for four busy threads. Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Per-row overrides that shrink every method to something that steps in well under a second on a CPU.
 TINY = {
