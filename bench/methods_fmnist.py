@@ -67,18 +67,31 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
         "knn": scores["trained"]["knn"], "linear": scores["trained"]["linear"],
         "random_knn": scores["random"]["knn"], "random_linear": scores["random"]["linear"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "precision": str(trainer.precision), "channels_last": bool(module.hparams.channels_last),
     }
+
+
+def machine_line() -> str:
+    """The CPU by name, whether it has native bf16, and torch's thread count: beside every figure of the table."""
+    import torch
+
+    from training.pretrain.hardware import cpu_name, native_cpu_bf16
+
+    bf16 = "native bf16 (AVX512-BF16 or AMX)" if native_cpu_bf16() else "no native bf16 (no avx512_bf16 or amx flag)"
+    return f"{cpu_name()} ({platform.machine()}, {bf16}), torch threads = {torch.get_num_threads()}"
 
 
 def markdown(rows: list, budget_s: int, command: str) -> str:
     lines = [
         "# Every method on Fashion-MNIST, same training budget",
         "",
-        f"`{command}` on {platform.machine()} ({platform.processor() or 'cpu'}), torch threads = 2 cores.",
+        f"`{command}` on {machine_line()}.",
         f"Each method trains for {budget_s} s of wall time from `training/recipes/<method>/fashion_mnist.yaml`;",
         "kNN: k=200, cosine, exp(sim/0.1) votes against the 60k training images; linear: logistic regression on",
         "frozen features (weight decay picked on a validation split); test: the 10k test images. Random: the same",
         "architecture with random weights. Views/s counts every augmented view (a CPC patch grid is one view).",
+        "Precision: " + ", ".join(sorted({r.get("precision", "as the json says") for r in rows}))
+        + " (each recipe's `precision: auto`, chosen from the CPU).",
         "",
         "| method | aug | encoder | extraction | similarity | loss | epochs | kNN | linear | random kNN | "
         "views/s | peak RSS MB | train s |",
