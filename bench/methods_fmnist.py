@@ -90,7 +90,7 @@ def markdown(rows: list, budget_s: int, command: str) -> str:
         "kNN: k=200, cosine, exp(sim/0.1) votes against the 60k training images; linear: logistic regression on",
         "frozen features (weight decay picked on a validation split); test: the 10k test images. Random: the same",
         "architecture with random weights. Views/s counts every augmented view (a CPC patch grid is one view).",
-        "Precision: " + ", ".join(sorted({r.get("precision", "as the json says") for r in rows}))
+        "Precision: " + ", ".join(sorted({r.get("precision", "not recorded") for r in rows}))
         + " (each recipe's `precision: auto`, chosen from the CPU).",
         "",
         "| method | aug | encoder | extraction | similarity | loss | epochs | kNN | linear | random kNN | "

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# `make test` runs two pytest-xdist workers (TEST_WORKERS): one intra-op thread each (and in the processes tests start), so
-# two workers never ask the two cores for four busy threads. Set before any test module imports torch.
+# `make test` runs two pytest-xdist workers (TEST_WORKERS): one intra-op thread each, and in the processes tests
+# start, so two workers never ask the two cores for four busy threads. Set before any test module imports torch.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
