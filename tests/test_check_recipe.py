@@ -7,12 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from training.check_recipe import AboveParameterLimit, NotEnoughMemory, check_recipe
+from training.check_recipe import AboveParameterLimit, NotEnoughMemory, available_memory, check_recipe
 from training.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,18 +26,57 @@ def test_every_recipe_is_checked():
     assert len(RECIPES) >= 29  # every method x dataset, and the examples
 
 
-#: AMDIM's and YADIM's ImageNet encoders (666 M parameters) take about 4 minutes and 17 GB each, CPC v2's ImageNet
-#: ResNet-161 patch grid (398 M) minutes too: above this limit a recipe is checked only when
-#: ZOO_CHECK_MAX_PARAMETERS allows it (0: no limit), to keep CI within 20 minutes; every other recipe is below it
-MAX_PARAMETERS = int(os.environ.get("ZOO_CHECK_MAX_PARAMETERS", 300_000_000))
+#: the three largest recipes: AMDIM's and YADIM's ImageNet recipes (AMDIM's 666 M-parameter encoder, about 3
+#: minutes each on one core) and CPC v2's (ResNet-161 on a 7x7 patch grid, 398 M). They form one pytest-xdist
+#: group (`make test` runs `--dist loadgroup`): one worker checks them one after another, as the first work it is
+#: sent (the scheduler sends the largest group first), so two of them never share the machine's memory
+LARGE, LARGE_PARAMETERS = {"amdim/imagenet", "yadim/imagenet", "cpc_v2/imagenet"}, 300_000_000
+#: a machine that should skip large recipes sets ZOO_CHECK_MAX_PARAMETERS (0 or unset: no limit); one without the
+#: memory a recipe needs skips it with the reason, as check-recipe refuses it
+MAX_PARAMETERS = int(os.environ.get("ZOO_CHECK_MAX_PARAMETERS", 0))
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+#: how long a recipe's test waits for memory that the machine has but other processes hold for now (the other
+#: pytest-xdist worker's test: AMDIM's STL-10 check peaks at 5.6 GB RSS)
+MEMORY_WAIT_S = 300
+
+
+def recipe_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
+def total_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def check_when_memory_allows(path: Path) -> dict:
+    """``check_recipe``, waiting up to MEMORY_WAIT_S while the memory it needs is held by other processes; a
+    machine with less memory in all raises NotEnoughMemory at once."""
+    deadline = time.monotonic() + MEMORY_WAIT_S
+    while True:
+        try:
+            return check_recipe(str(path), steps=1, max_parameters=MAX_PARAMETERS or None)
+        except NotEnoughMemory as err:
+            if err.need > total_memory() or time.monotonic() > deadline:
+                raise
+            while (available_memory() or 0) < err.need and time.monotonic() < deadline:
+                time.sleep(2)
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=recipe_id(p), marks=[pytest.mark.xdist_group("large_recipes")] if recipe_id(p) in LARGE else [])
+    for p in RECIPES])
 def test_recipe_passes_check(path):
     try:
-        report = check_recipe(str(path), steps=1, max_parameters=MAX_PARAMETERS or None)
-    except (NotEnoughMemory, AboveParameterLimit) as err:  # the two 666 M-parameter encoders; a small machine
+        report = check_when_memory_allows(path)
+    except (NotEnoughMemory, AboveParameterLimit) as err:  # a small machine, or one told to skip large recipes
         pytest.skip(str(err))
+    assert (report["parameters"] > LARGE_PARAMETERS) == (recipe_id(path) in LARGE), (
+        f"{recipe_id(path)} has {report['parameters']:,} parameters: LARGE must name exactly the recipes above "
+        f"{LARGE_PARAMETERS:,}, so that no two of them run at once")
     recipe = yaml.safe_load(path.read_text())
     augment = recipe["model"].get("augment") or {}
     assert report["steps"] == 2 and report["resumed_from_step"] == 1
@@ -46,6 +87,24 @@ def test_recipe_passes_check(path):
     assert [size, size] in [s[-2:] for s in report["view_shapes"]] or "patch" in augment
     assert report["export"]["features"][0] == 2
     assert report["precision"] == "32-true" or report["precision"].startswith("bf16")
+
+
+def test_the_check_leaves_no_run_behind():
+    """When the check returns, its trainers, modules and optimizers are gone (jsonargparse keeps its last parser,
+    which holds the CLI, in a context variable): one process can check the largest recipes one after another."""
+    import gc
+
+    import pytorch_lightning as pl
+
+    def alive(kind):
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if isinstance(o, kind)}
+
+    kinds = (pl.Trainer, pl.LightningModule, torch.optim.Optimizer)
+    before = {kind: alive(kind) for kind in kinds}
+    check_recipe(str(SMALL), steps=1)
+    left = {kind.__name__: len(alive(kind) - before[kind]) for kind in kinds}
+    assert left == {"Trainer": 0, "LightningModule": 0, "Optimizer": 0}
 
 
 def test_command_line_prints_one_json_line(tmp_path):

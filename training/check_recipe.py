@@ -6,14 +6,16 @@ with three substitutions: the dataset is replaced by random uint8 images of the 
 (:class:`training.pretrain.synthetic.SyntheticImages`), the batch is the smallest one the method accepts, and
 the accelerator, device count and strategy are one CPU process. Then:
 
-1. N optimizer steps, and the checkpoint they leave;
+1. N optimizer steps, and the full checkpoint they leave (weights, optimizer state, loops, RNG state);
 2. one more step resumed from that checkpoint with ``--ckpt_path`` (the resume path of ``fit``);
-3. ``training.release.export.export_checkpoint`` of the resumed checkpoint into a temporary folder;
-4. ``zoo.load_encoder`` of the export, its ``zoo.eval_transform`` and a forward pass on a synthetic batch, which
-   must equal the trained module's own evaluation forward.
+3. ``training.release.export.export_checkpoint`` of the resumed run's checkpoint (written without the optimizer's
+   moments, which export never reads) into a temporary folder;
+4. ``zoo.load_encoder`` of the export, which must record the resumed run's last step, its ``zoo.eval_transform``
+   and a forward pass on a synthetic batch, which must equal the trained module's own evaluation forward.
 
 Everything is written under a temporary directory that is removed afterwards; the exported config says the data
-was synthetic. The result (one JSON line on the command line) proves the recipe runs at its real shapes; it says
+was synthetic. Each run's weights and optimizer state are freed as soon as it is done, so one process can check the
+largest recipes one after another. The result (one JSON line on the command line) proves the recipe runs at its real shapes; it says
 nothing about accuracy.
 """
 
@@ -29,6 +31,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from training.plan.memory import release_free_heap
 from training.pretrain.fit_cli import ZooCLI, latest_checkpoint
 from training.pretrain.synthetic import SYNTHETIC_NOTE, SyntheticImages
 from zoo.errors import ZooError, first_line
@@ -39,18 +42,20 @@ OVERRIDES = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "au
 SKIPPED = ["the real dataset (synthetic uint8 images of its shape)", "multi-device and multi-node strategies",
            "the model summary table", "online evaluation callbacks (kNN / linear accuracy on the synthetic images "
            "would mean nothing)",
-           "the recipe's own checkpoint callbacks (one ModelCheckpoint writes last.ckpt once per run instead)"]
+           "the recipe's own checkpoint callbacks (one ModelCheckpoint writes last.ckpt once, after the first "
+           "run; the resumed run's checkpoint, which is only exported, leaves out the optimizer's moments)"]
 #: callbacks that only measure accuracy: dropped from the recipe's callbacks for the check
 ONLINE_EVAL = ("training.pretrain.callbacks.OnlineKNN", "training.pretrain.callbacks.OnlineLinear")
-#: the one checkpoint callback of the check: last.ckpt at the end of each run (the recipes' per-epoch and per-step
-#: callbacks would write the same multi-GB file up to three times a run)
+#: the one checkpoint callback of the check: last.ckpt at the end of the first run (the recipes' per-epoch and
+#: per-step callbacks would write the same multi-GB file up to three times a run)
 CHECKPOINT = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
               "init_args": {"save_top_k": 0, "save_last": True, "enable_version_counter": False}}
 
 
-#: peak memory of a check per byte of fp32 parameters: weights, gradients and Adam's two moments (4x), the
-#: memory-mapped checkpoint's weights paged in on resume (1x), activations at the smallest batch; measured peak RSS
-#: 16.7 GB for AMDIM ImageNet (666 M parameters, 2.66 GB, so 6.3x), plus the process itself
+#: peak memory of a check per byte of fp32 parameters: weights, gradients and Adam's two moments (4x), and the
+#: activations at the smallest batch, plus the process itself. Measured (peak RssAnon, sampled every 0.1 s; the
+#: memory-mapped checkpoint's pages are the kernel's to reclaim): AMDIM ImageNet 12.9 GiB for 2.48 GiB of
+#: parameters (5.2x), CPC v2 ImageNet 10.7 GiB for 1.48 GiB (7.2x: 98 patches through a ResNet-161)
 MEMORY_PER_PARAMETER_BYTE, MEMORY_BASE = 7, 1 << 30
 
 
@@ -59,7 +64,12 @@ class CheckFailed(ZooError):
 
 
 class NotEnoughMemory(CheckFailed):
-    """The machine has too little memory for this recipe's check; nothing was trained."""
+    """The machine has too little memory available for this recipe's check; nothing was trained. ``need`` and
+    ``have`` are the bytes the check needs and the bytes that were available."""
+
+    def __init__(self, message: str, need: int = 0, have: int = 0) -> None:
+        super().__init__(message)
+        self.need, self.have = need, have
 
 
 class AboveParameterLimit(CheckFailed):
@@ -83,8 +93,8 @@ def check_memory(module: Any) -> None:
     need, have = MEMORY_PER_PARAMETER_BYTE * 4 * params + MEMORY_BASE, available_memory()
     if have is not None and need > have:
         raise NotEnoughMemory(f"the check needs about {need / 2**30:.0f} GiB of memory ({params / 1e6:.0f} M "
-                              f"parameters: weights, gradients, optimizer state and a checkpoint read back), this "
-                              f"machine has {have / 2**30:.0f} GiB available; run it on a larger machine")
+                              f"parameters: weights, gradients, optimizer state and activations), this machine has "
+                              f"{have / 2**30:.0f} GiB available; run it on a larger machine", need=need, have=have)
 
 
 def smallest_batch(module: Any, largest: int = 4096) -> int:
@@ -104,9 +114,10 @@ class CheckCLI(ZooCLI):
     shape the recipe's datamodule yields, in the smallest batch the method accepts."""
 
     def __init__(self, *args: Any, pretrain_batches: int, max_parameters: Optional[int] = None,
-                 **kwargs: Any) -> None:
+                 first: bool = True, **kwargs: Any) -> None:
         self.pretrain_batches = pretrain_batches
         self.max_parameters = max_parameters
+        self.first = first  # the resumed run: no memory check (the first run's held), no last.ckpt
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -121,8 +132,10 @@ class CheckCLI(ZooCLI):
 
         kept = [c for c in trainer.callbacks or [] if not str(getattr(c, "class_path", "")).endswith(
             ".ModelCheckpoint") and getattr(c, "class_path", None) not in ONLINE_EVAL]
-        trainer.callbacks = kept + [Namespace(class_path=CHECKPOINT["class_path"],
-                                              init_args=Namespace(**CHECKPOINT["init_args"]))]
+        # the resumed run's checkpoint is written by check_recipe, without the optimizer moments: its callback (the
+        # first run's, whose state the checkpoint holds) saves nothing
+        init = {**CHECKPOINT["init_args"], "save_last": self.first}
+        trainer.callbacks = kept + [Namespace(class_path=CHECKPOINT["class_path"], init_args=Namespace(**init))]
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -130,7 +143,8 @@ class CheckCLI(ZooCLI):
         if self.max_parameters and params > self.max_parameters:
             raise AboveParameterLimit(f"{params:,} parameters, above the limit of {self.max_parameters:,} given to "
                                       "this check (--max-parameters); nothing was trained")
-        check_memory(self.model)
+        if self.first:  # the resumed run needs the same memory, and the first run's file may still be in the
+            check_memory(self.model)  # page cache as dirty pages, which MemAvailable does not count
         real = self.datamodule
         shape = getattr(real, "image_shape", None)
         if shape is None:
@@ -146,23 +160,20 @@ class CheckCLI(ZooCLI):
                                         init_args=type(config.data)(**init))
 
 
-def _fit(args: List[str], pretrain_batches: int, max_parameters: Optional[int] = None) -> CheckCLI:
+def _fit(args: List[str], pretrain_batches: int, max_parameters: Optional[int] = None,
+         first: bool = True) -> CheckCLI:
     from training.cli import lightning_cli
 
     return lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches,
-                                                           max_parameters=max_parameters))
+                                                           max_parameters=max_parameters, first=first))
 
 
-def _checkpoint(cli: CheckCLI, folder: Path, name: str) -> Path:
-    """The newest checkpoint the recipe's own ModelCheckpoint callbacks wrote, or one written now if it has none."""
+def _checkpoint(cli: CheckCLI) -> Path:
+    """The last.ckpt the check's ModelCheckpoint wrote at the end of the first run."""
     found = latest_checkpoint(cli.trainer)
-    # memory-mapped: only the step counter is read, not the multi-GB weights and optimizer state
-    if found is not None and int(torch.load(found, map_location="cpu", weights_only=True, mmap=True)["global_step"]) \
-            == cli.trainer.global_step:
-        return found
-    path = folder / f"{name}.ckpt"
-    cli.trainer.save_checkpoint(path)
-    return path
+    if found is None:
+        raise ZooError(f"the run ended at step {cli.trainer.global_step} without writing a checkpoint")
+    return found
 
 
 def _drop_training_state(cli: CheckCLI) -> None:
@@ -175,10 +186,15 @@ def _drop_training_state(cli: CheckCLI) -> None:
 
 def _release(cli: CheckCLI) -> None:
     """Free a finished run's weights and optimizer state now: Lightning's objects keep each other referenced past
-    the run, and a second copy of a large encoder's Adam state would double the check's memory."""
+    the run, and a second copy of a large encoder's weights and Adam state would double the check's memory.
+    Moving the module to the meta device gives it new parameters, so the optimizer's references to the old ones
+    go too."""
     _drop_training_state(cli)
+    for optimizer in cli.trainer.optimizers:
+        optimizer.param_groups.clear()
     cli.model.to("meta")
     gc.collect()
+    release_free_heap()
 
 
 def _read_recipe(path: Path) -> None:
@@ -213,29 +229,38 @@ def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = No
             stage = "train"
             first = _fit(base + [f"--trainer.max_steps={steps}"], pretrain_batches=steps + 2,
                          max_parameters=max_parameters)
-            ckpt = _checkpoint(first, Path(tmp), "trained")
+            ckpt = _checkpoint(first)
             report = _describe(first, path, steps)
             _release(first)
+            del first
             stage = "resume"
-            second = _fit(base + [f"--trainer.max_steps={steps + 1}", "--ckpt_path", str(ckpt)], steps + 2)
+            second = _fit(base + [f"--trainer.max_steps={steps + 1}", "--ckpt_path", str(ckpt)], steps + 2,
+                          first=False)
             if second.trainer.global_step != steps + 1:
                 raise ZooError(f"resumed from step {steps} but ended at step {second.trainer.global_step}, "
                                f"not {steps + 1}")
             loss = float(second.model._loss)
             if not torch.isfinite(torch.tensor(loss)):
                 raise ZooError(f"the resumed step's loss is {loss}")
-            resumed = _checkpoint(second, Path(tmp), "resumed")
-            _drop_training_state(second)  # the comparison below needs the weights only
+            # export reads the weights only: the resumed run's checkpoint is written without Adam's or LARS's
+            # moments (a third of a 666 M-parameter AMDIM's 8 GB), through the same save path as any checkpoint
+            _drop_training_state(second)
+            # in the resumed run's folder, where export finds that run's config.yaml
+            resumed = Path(second.trainer.log_dir or f"{tmp}/run") / "checkpoints" / "resumed.ckpt"
+            resumed.parent.mkdir(parents=True, exist_ok=True)
+            second.trainer.save_checkpoint(resumed, weights_only=False)
             stage = "export"
             from training.release.export import export_checkpoint
 
             folder = export_checkpoint(ckpt=str(resumed), out=f"{tmp}/export", name=f"check.{path.stem}",
                                        training={"data": SYNTHETIC_NOTE})
             stage = "load"
-            report["export"] = _load_and_compare(folder, second)
+            report["export"] = _load_and_compare(folder, second, steps + 1)
             _release(second)
-    except (NotEnoughMemory, AboveParameterLimit) as err:
-        raise type(err)(f"recipe {path}: {err}") from None
+    except NotEnoughMemory as err:
+        raise NotEnoughMemory(f"recipe {path}: {err}", need=err.need, have=err.have) from None
+    except AboveParameterLimit as err:
+        raise AboveParameterLimit(f"recipe {path}: {err}") from None
     except ZooError as err:
         message = str(err) if str(err).startswith(f"recipe {path}") else f"recipe {path}: {stage}: {err}"
         raise CheckFailed(message) from err
@@ -268,12 +293,15 @@ def _describe(cli: CheckCLI, path: Path, steps: int) -> Dict[str, Any]:
             "channels_last": settings.get("channels_last"), "overrides": dict(OVERRIDES), "skipped": list(SKIPPED)}
 
 
-def _load_and_compare(folder: str, cli: CheckCLI) -> Dict[str, Any]:
-    """Load the export by path, run its eval transform and forward on a synthetic batch, and compare with the
-    trained module's own evaluation forward."""
+def _load_and_compare(folder: str, cli: CheckCLI, step: int) -> Dict[str, Any]:
+    """Load the export by path, check it records the resumed run's last ``step``, run its eval transform and
+    forward on a synthetic batch, and compare with the trained module's own evaluation forward."""
     import zoo
 
     encoder = zoo.load_encoder(folder)
+    exported_step = (encoder.zoo_config.get("training") or {}).get("global_step")
+    if exported_step != step:
+        raise ZooError(f"the export records global step {exported_step}, not the resumed run's {step}")
     transform = zoo.eval_transform(encoder)
     shape = cli.datamodule.image_shape
     images = torch.randint(0, 256, (2, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

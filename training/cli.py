@@ -4,6 +4,8 @@ for training (``check-recipe`` runs a recipe through it on synthetic images, ``p
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import sys
 from typing import Any, Callable, List, Optional
@@ -24,9 +26,14 @@ def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callabl
 
     # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption;
     # ProgressLine replaces Lightning's bar (``--trainer.enable_progress_bar true`` brings the bar back)
-    return (cli_class or ZooCLI)(ContrastiveModule, ImageDataModule, subclass_mode_data=True, args=args, run=run,
-                                 trainer_class=ZooTrainer, save_config_kwargs={"overwrite": True},
-                                 trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()], "enable_progress_bar": False})
+    build = functools.partial((cli_class or ZooCLI), ContrastiveModule, ImageDataModule, subclass_mode_data=True,
+                              args=args, run=run, trainer_class=ZooTrainer, save_config_kwargs={"overwrite": True},
+                              trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()],
+                                                "enable_progress_bar": False})
+    # in a copy of the caller's context: jsonargparse leaves its last parser in a context variable, and the parser
+    # holds the CLI, so in a process that runs several fits (check-recipe, explore, the tests) the last run's
+    # trainer, model and optimizer state would stay in memory after the caller let go of them
+    return contextvars.copy_context().run(build)
 
 
 def dashes_to_underscores(argv: List[str]) -> List[str]:

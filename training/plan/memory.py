@@ -55,10 +55,10 @@ def _peak_kib() -> int:
     raise ZooError("/proc/self/status has no VmHWM line")
 
 
-def _release_free_heap() -> None:
-    """Give the heap's free pages back to the kernel (glibc ``malloc_trim``): a long-lived parent (a test session,
-    a notebook) holds freed memory that stays resident, the step's tensors would reuse it without raising the peak,
-    and the slope would read 0."""
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the kernel (glibc ``malloc_trim``): a long-lived process (a test session,
+    a notebook) holds freed memory that stays resident. Here a step's tensors would reuse it without raising the
+    peak, and the slope would read 0; after a large ``check-recipe`` it would stay out of other processes' reach."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
@@ -71,7 +71,7 @@ def _child(module: Any, image_shape: Sequence[int], batch: int, out: Any) -> Non
 
         # one thread: the OpenMP pool the parent used while building the module does not survive fork
         torch.set_num_threads(1)
-        _release_free_heap()
+        release_free_heap()
         CLEAR_REFS.write_text("5")
         images = torch.randint(0, 256, (batch, *image_shape), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(0))
