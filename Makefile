@@ -31,7 +31,7 @@ test: install
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy zoo
 	tests/installed_wheel.sh $(PY)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache

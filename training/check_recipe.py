@@ -90,7 +90,8 @@ def available_memory() -> Optional[int]:
 def check_memory(module: Any) -> None:
     """Refuse, before the first step, a recipe whose check would not fit in this machine's memory."""
     params = sum(p.numel() for p in module.parameters())
-    need, have = MEMORY_PER_PARAMETER_BYTE * 4 * params + MEMORY_BASE, available_memory()
+    need, free = MEMORY_PER_PARAMETER_BYTE * 4 * params + MEMORY_BASE, available_memory()
+    have = None if free is None else free + 4 * params  # the fp32 weights are built already
     if have is not None and need > have:
         raise NotEnoughMemory(f"the check needs about {need / 2**30:.0f} GiB of memory ({params / 1e6:.0f} M "
                               f"parameters: weights, gradients, optimizer state and activations), this machine has "
