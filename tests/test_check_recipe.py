@@ -26,11 +26,11 @@ def test_every_recipe_is_checked():
     assert len(RECIPES) >= 29  # every method x dataset, and the examples
 
 
-#: the five largest recipes: AMDIM's and YADIM's ImageNet recipes (AMDIM's 666 M-parameter encoder, 2.5 minutes
-#: each on one core, peak RssAnon 12.9 GiB), CPC v2's (ResNet-161 on a 7x7 patch grid, 398 M) and AMDIM's and YADIM's STL-10
-#: recipes (208 M). They form one pytest-xdist group (`make test` runs `--dist loadgroup`): one worker checks them
-#: one after another, as the first work it is sent (the scheduler sends the largest group first), while the other
-#: worker runs the rest, so no two of them share the machine's memory
+#: the five largest recipes: AMDIM's and YADIM's ImageNet recipes (AMDIM's 666 M-parameter encoder, 2.5 to 3
+#: minutes each on one core, peak RssAnon 12.9 GiB), CPC v2's (ResNet-161 on a 7x7 patch grid, 398 M) and AMDIM's
+#: and YADIM's STL-10 recipes (208 M). They form one pytest-xdist group (`make test` runs `--dist loadgroup`): one
+#: worker checks them one after another, as the first work it is sent (the scheduler sends the largest group
+#: first), while the other worker runs the rest, so no two of them share the machine's memory
 LARGE = {"amdim/imagenet", "yadim/imagenet", "cpc_v2/imagenet", "amdim/stl10", "yadim/stl10"}
 LARGE_PARAMETERS = 150_000_000
 #: a machine that should skip large recipes sets ZOO_CHECK_MAX_PARAMETERS (0 or unset: no limit); one without the

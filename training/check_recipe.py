@@ -15,8 +15,8 @@ the accelerator, device count and strategy are one CPU process. Then:
 
 Everything is written under a temporary directory that is removed afterwards; the exported config says the data
 was synthetic. Each run's weights and optimizer state are freed as soon as it is done, so one process can check the
-largest recipes one after another. The result (one JSON line on the command line) proves the recipe runs at its real shapes; it says
-nothing about accuracy.
+largest recipes one after another. The result (one JSON line on the command line) proves the recipe runs at its
+real shapes; it says nothing about accuracy.
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ def _drop_training_state(cli: CheckCLI) -> None:
 def _release(cli: CheckCLI) -> None:
     """Free a finished run's weights and optimizer state now: Lightning's objects keep each other referenced past
     the run, and a second copy of a large encoder's weights and Adam state would double the check's memory.
-    Moving the module to the meta device gives it new parameters, so the optimizer's references to the old ones
-    go too."""
+    Moving the module to the meta device gives it new parameter objects; the old ones, with their data, stay in
+    the optimizer's param groups, which are cleared first."""
     _drop_training_state(cli)
     for optimizer in cli.trainer.optimizers:
         optimizer.param_groups.clear()
@@ -244,7 +244,7 @@ def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = No
             if not torch.isfinite(torch.tensor(loss)):
                 raise ZooError(f"the resumed step's loss is {loss}")
             # export reads the weights only: the resumed run's checkpoint is written without Adam's or LARS's
-            # moments (a third of a 666 M-parameter AMDIM's 8 GB), through the same save path as any checkpoint
+            # moments (two thirds of a 666 M-parameter AMDIM's 8 GB), through the same save path as any checkpoint
             _drop_training_state(second)
             # in the resumed run's folder, where export finds that run's config.yaml
             resumed = Path(second.trainer.log_dir or f"{tmp}/run") / "checkpoints" / "resumed.ckpt"
