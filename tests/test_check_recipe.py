@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from training.check_recipe import AboveParameterLimit, NotEnoughMemory, available_memory, check_recipe
+from training.check_recipe import AboveParameterLimit, NotEnoughMemory, available_memory, check_recipe, meminfo_bytes
 from training.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +47,6 @@ def recipe_id(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
-def total_memory() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def check_when_memory_allows(path: Path) -> dict:
     """``check_recipe``, waiting up to MEMORY_WAIT_S while the memory it needs is held by other processes; a
     machine with less memory in all raises NotEnoughMemory at once."""
@@ -62,7 +55,7 @@ def check_when_memory_allows(path: Path) -> dict:
         try:
             return check_recipe(str(path), steps=1, max_parameters=MAX_PARAMETERS or None)
         except NotEnoughMemory as err:
-            if err.need > total_memory() or time.monotonic() > deadline:
+            if err.need > (meminfo_bytes("MemTotal") or 0) or time.monotonic() > deadline:
                 raise
             need = err.need  # wait outside the except block: its traceback holds the model that was built
         while (available_memory() or 0) < need and time.monotonic() < deadline:

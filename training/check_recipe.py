@@ -76,15 +76,20 @@ class AboveParameterLimit(CheckFailed):
     """The recipe's model has more parameters than the caller's ``max_parameters``; nothing was trained."""
 
 
-def available_memory() -> Optional[int]:
-    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None where unknown."""
+def meminfo_bytes(field: str) -> Optional[int]:
+    """A Linux ``/proc/meminfo`` field in bytes (``MemAvailable``, ``MemTotal`` ...), or None where unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None where unknown."""
+    return meminfo_bytes("MemAvailable")
 
 
 def check_memory(module: Any) -> None:
@@ -144,8 +149,8 @@ class CheckCLI(ZooCLI):
         if self.max_parameters and params > self.max_parameters:
             raise AboveParameterLimit(f"{params:,} parameters, above the limit of {self.max_parameters:,} given to "
                                       "this check (--max-parameters); nothing was trained")
-        if self.first:  # the resumed run needs the same memory, and the first run's file may still be in the
-            check_memory(self.model)  # page cache as dirty pages, which MemAvailable does not count
+        if self.first:  # the resumed run needs what the first run needed, which was checked; the first run's
+            check_memory(self.model)  # checkpoint may still be dirty pages, which MemAvailable does not count
         real = self.datamodule
         shape = getattr(real, "image_shape", None)
         if shape is None:
