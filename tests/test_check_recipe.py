@@ -160,10 +160,26 @@ def test_a_recipe_too_large_for_the_machine_is_refused_before_training(tmp_path,
     import training.check_recipe as check
 
     monkeypatch.setattr(check, "available_memory", lambda: 1 << 30)  # 1 GiB: below the process's own base
+    with pytest.raises(NotEnoughMemory) as refused:
+        check_recipe(str(SMALL))
+    # the weights built to count them are gone (on the meta device) though the error's traceback still holds the CLI
+    frames = [tb.tb_frame for tb in _walk(refused.value)]
+    clis = [f.f_locals["self"] for f in frames if isinstance(f.f_locals.get("self"), check.CheckCLI)]
+    assert clis and all(p.is_meta for cli in clis for p in cli.model.parameters())
     assert main(["check-recipe", str(SMALL)]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: recipe {SMALL}: the check needs about 1 GiB of memory (")
     assert line.endswith("this machine has 1 GiB available; run it on a larger machine")
+
+
+def _walk(err: BaseException):
+    """Every traceback entry of ``err`` and of the exceptions it was raised from or during."""
+    while err is not None:
+        tb = err.__traceback__
+        while tb is not None:
+            yield tb
+            tb = tb.tb_next
+        err = err.__cause__ or err.__context__
 
 
 def test_a_model_above_the_parameter_limit_is_refused_before_training(capsys):

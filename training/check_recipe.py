@@ -146,11 +146,17 @@ class CheckCLI(ZooCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         params = sum(p.numel() for p in self.model.parameters())
-        if self.max_parameters and params > self.max_parameters:
-            raise AboveParameterLimit(f"{params:,} parameters, above the limit of {self.max_parameters:,} given to "
-                                      "this check (--max-parameters); nothing was trained")
-        if self.first:  # the resumed run needs what the first run needed, which was checked; the first run's
-            check_memory(self.model)  # checkpoint may still be dirty pages, which MemAvailable does not count
+        try:
+            if self.max_parameters and params > self.max_parameters:
+                raise AboveParameterLimit(f"{params:,} parameters, above the limit of {self.max_parameters:,} given "
+                                          "to this check (--max-parameters); nothing was trained")
+            if self.first:  # the resumed run needs what the first run needed, which was checked; the first run's
+                check_memory(self.model)  # checkpoint may still be dirty pages, which MemAvailable does not count
+        except (AboveParameterLimit, NotEnoughMemory):
+            # refused: the weights built to count them go now, not when the error's traceback is collected (a
+            # caller that waits for memory, as the tests do, would otherwise wait on the model it was refused)
+            self.model.to("meta")
+            raise
         real = self.datamodule
         shape = getattr(real, "image_shape", None)
         if shape is None:
