@@ -116,7 +116,9 @@ def test_positives_point_at_the_patch_k_rows_below(batch, rows, cols, steps):
         # the anchors are W_k c in the same (b, i, j) order
         ctx = ext.context(coded_grid(batch, rows, cols)[..., 0, 0, 0].unsqueeze(1))
         direct = ext.predictors[k - 1](ctx)[:, :, : rows - k].permute(0, 2, 3, 1).reshape(-1, 1)
-        assert torch.allclose(c.anchors, direct)
+        # the context network sums codes up to ~250 in float32: the batched and the direct paths round apart by
+        # up to 3e-5 (seen over 300 random initialisations), a wrong patch order by 1e-2 or more
+        torch.testing.assert_close(c.anchors, direct, rtol=0, atol=2e-4)
 
 
 def test_positives_are_offset_into_the_gathered_batch(monkeypatch):
