@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import signal
@@ -18,6 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
+from unittest import mock
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
@@ -98,6 +100,16 @@ class ZooCLI(LightningCLI):
         paths = [str(p) for p in (config.get("config") or [])]
         return ", ".join(paths) or "(command-line arguments)"
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a resumed checkpoint's hyper-parameters with a plain ``torch.load``, which reads every
+        tensor in it: for a 666 M-parameter AMDIM with Adam, 7.4 GiB held only to look at a few strings. Here the
+        same code reads it memory-mapped, so the tensors are never paged in."""
+        import torch
+
+        load = torch.load
+        with mock.patch.object(torch, "load", functools.partial(load, mmap=True)):
+            super()._parse_ckpt_path()
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         settings = getattr(self, "_settings", None)
@@ -152,6 +164,6 @@ def last_step(path: Path) -> Any:
     try:
         import torch
 
-        return torch.load(path, map_location="cpu", weights_only=True).get("global_step", "?")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
     except Exception:  # the hint must not fail: the step is only a convenience
         return "?"
