@@ -6,12 +6,15 @@ with three substitutions: the dataset is replaced by random uint8 images of the 
 (:class:`training.pretrain.synthetic.SyntheticImages`), the batch is the smallest one the method accepts, and
 the accelerator, device count and strategy are one CPU process. Then:
 
+0. the memory the check needs, counted on the meta device (``training.check_memory``): a recipe the machine
+   cannot hold is refused before anything is built at full size;
 1. N optimizer steps, and the full checkpoint they leave (weights, optimizer state, loops, RNG state);
 2. one more step resumed from that checkpoint with ``--ckpt_path`` (the resume path of ``fit``);
 3. ``training.release.export.export_checkpoint`` of the resumed run's checkpoint (written without the optimizer's
    moments, which export never reads) into a temporary folder;
 4. ``zoo.load_encoder`` of the export, which must record the resumed run's last step, its ``zoo.eval_transform``
-   and a forward pass on a synthetic batch, which must equal the trained module's own evaluation forward.
+   and a forward pass on a synthetic batch, which must equal the trained module's own evaluation forward (taken
+   before the export, whose loads then do not meet the run's own copy of the weights).
 
 Everything is written under a temporary directory that is removed afterwards; the exported config says the data
 was synthetic. Each run's weights and optimizer state are freed as soon as it is done, so one process can check the
@@ -27,10 +30,11 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from training.check_memory import MemoryNeed, available_memory, memory_need
 from training.plan.memory import release_free_heap
 from training.pretrain.fit_cli import ZooCLI, latest_checkpoint
 from training.pretrain.synthetic import SYNTHETIC_NOTE, SyntheticImages
@@ -52,13 +56,6 @@ CHECKPOINT = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
               "init_args": {"save_top_k": 0, "save_last": True, "enable_version_counter": False}}
 
 
-#: peak memory of a check per byte of fp32 parameters: weights, gradients and Adam's two moments (4x), and the
-#: activations at the smallest batch, plus the process itself. Measured (peak RssAnon, sampled every 0.1 s; the
-#: memory-mapped checkpoint's pages are the kernel's to reclaim): AMDIM ImageNet 12.9 GiB for 2.48 GiB of
-#: parameters (5.2x), CPC v2 ImageNet 10.7 GiB for 1.48 GiB (7.2x: 98 patches through a ResNet-161)
-MEMORY_PER_PARAMETER_BYTE, MEMORY_BASE = 7, 1 << 30
-
-
 class CheckFailed(ZooError):
     """A stage of the check failed; the message names the recipe and the stage."""
 
@@ -76,31 +73,24 @@ class AboveParameterLimit(CheckFailed):
     """The recipe's model has more parameters than the caller's ``max_parameters``; nothing was trained."""
 
 
-def meminfo_bytes(field: str) -> Optional[int]:
-    """A Linux ``/proc/meminfo`` field in bytes (``MemAvailable``, ``MemTotal`` ...), or None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def available_memory() -> Optional[int]:
-    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None where unknown."""
-    return meminfo_bytes("MemAvailable")
-
-
-def check_memory(module: Any) -> None:
-    """Refuse, before the first step, a recipe whose check would not fit in this machine's memory."""
-    params = sum(p.numel() for p in module.parameters())
-    need, free = MEMORY_PER_PARAMETER_BYTE * 4 * params + MEMORY_BASE, available_memory()
-    have = None if free is None else free + 4 * params  # the fp32 weights are built already
-    if have is not None and need > have:
-        raise NotEnoughMemory(f"the check needs about {need / 2**30:.0f} GiB of memory ({params / 1e6:.0f} M "
-                              f"parameters: weights, gradients, optimizer state and activations), this machine has "
-                              f"{have / 2**30:.0f} GiB available; run it on a larger machine", need=need, have=have)
+def refuse_if_too_large(recipe: str, max_parameters: Optional[int] = None) -> MemoryNeed:
+    """Count, on the meta device, what the check of ``recipe`` needs; refuse it before anything is built at full
+    size if it has more than ``max_parameters`` parameters or needs more memory than is available."""
+    need = memory_need(recipe)
+    if max_parameters and need.parameters > max_parameters:
+        raise AboveParameterLimit(f"{need.parameters:,} parameters, above the limit of {max_parameters:,} given "
+                                  "to this check (--max-parameters); nothing was trained")
+    free = available_memory()
+    if free is not None and need.total > free:
+        gib = {key: value / 2**30 for key, value in need.to_dict().items()}
+        raise NotEnoughMemory(
+            f"the check needs about {gib['total']:.1f} GiB of memory ({need.parameters / 1e6:.0f} M parameters: "
+            f"{gib['weights'] + gib['buffers']:.1f} GiB weights and buffers, {gib['gradients']:.1f} GiB gradients, "
+            f"{gib['optimizer_state']:.1f} GiB optimizer state, {gib['saved_activations'] + gib['backward']:.1f} GiB "
+            f"activations, {gib['base']:.1f} GiB process and allocator), "
+            f"this machine has {free / 2**30:.1f} GiB available; run it on a larger machine",
+            need=need.total, have=free)
+    return need
 
 
 def smallest_batch(module: Any, largest: int = 4096) -> int:
@@ -119,11 +109,9 @@ class CheckCLI(ZooCLI):
     """``ZooCLI`` whose datamodule is replaced, once the recipe's classes are built, by synthetic images of the
     shape the recipe's datamodule yields, in the smallest batch the method accepts."""
 
-    def __init__(self, *args: Any, pretrain_batches: int, max_parameters: Optional[int] = None,
-                 first: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pretrain_batches: int, first: bool = True, **kwargs: Any) -> None:
         self.pretrain_batches = pretrain_batches
-        self.max_parameters = max_parameters
-        self.first = first  # the resumed run: no memory check (the first run's held), no last.ckpt
+        self.first = first  # the resumed run writes no last.ckpt
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -145,18 +133,6 @@ class CheckCLI(ZooCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        params = sum(p.numel() for p in self.model.parameters())
-        try:
-            if self.max_parameters and params > self.max_parameters:
-                raise AboveParameterLimit(f"{params:,} parameters, above the limit of {self.max_parameters:,} given "
-                                          "to this check (--max-parameters); nothing was trained")
-            if self.first:  # the resumed run needs what the first run needed, which was checked; the first run's
-                check_memory(self.model)  # checkpoint may still be dirty pages, which MemAvailable does not count
-        except (AboveParameterLimit, NotEnoughMemory):
-            # refused: the weights built to count them go now, not when the error's traceback is collected (a
-            # caller that waits for memory, as the tests do, would otherwise wait on the model it was refused)
-            self.model.to("meta")
-            raise
         real = self.datamodule
         shape = getattr(real, "image_shape", None)
         if shape is None:
@@ -172,12 +148,11 @@ class CheckCLI(ZooCLI):
                                         init_args=type(config.data)(**init))
 
 
-def _fit(args: List[str], pretrain_batches: int, max_parameters: Optional[int] = None,
-         first: bool = True) -> CheckCLI:
+def _fit(args: List[str], pretrain_batches: int, first: bool = True) -> CheckCLI:
     from training.cli import lightning_cli
 
     return lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches,
-                                                           max_parameters=max_parameters, first=first))
+                                                           first=first))
 
 
 def _checkpoint(cli: CheckCLI) -> Path:
@@ -226,7 +201,9 @@ def _read_recipe(path: Path) -> None:
 def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = None) -> Dict[str, Any]:
     """Run the check on ``recipe`` with ``steps`` optimizer steps before the resumed one; returns the report.
 
-    ``max_parameters``: refuse (``AboveParameterLimit``), right after building, a model larger than this.
+    Before anything is built at full size, ``refuse_if_too_large`` counts the check's memory on the meta device:
+    ``NotEnoughMemory`` where the machine has less available, ``AboveParameterLimit`` for a model with more
+    parameters than ``max_parameters``.
     Raises ``ZooError`` (one line naming the recipe) for a bad input or a failed stage.
     """
     path = Path(recipe)
@@ -238,11 +215,14 @@ def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = No
         with tempfile.TemporaryDirectory(prefix="check-recipe-") as tmp:
             base = ["fit", "--config", str(path), f"--trainer.default_root_dir={tmp}/run"]
             base += [f"--trainer.{key}={value}" for key, value in OVERRIDES.items()]
+            stage = "memory"
+            need = refuse_if_too_large(str(path), max_parameters)
             stage = "train"
-            first = _fit(base + [f"--trainer.max_steps={steps}"], pretrain_batches=steps + 2,
-                         max_parameters=max_parameters)
+            first = _fit(base + [f"--trainer.max_steps={steps}"], pretrain_batches=steps + 2)
             ckpt = _checkpoint(first)
             report = _describe(first, path, steps)
+            report["memory_need_gib"] = {key: round(value / 2**30, 2) for key, value in need.to_dict().items()
+                                         if key != "parameters"}
             _release(first)
             del first
             stage = "resume"
@@ -261,14 +241,18 @@ def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = No
             resumed = Path(second.trainer.log_dir or f"{tmp}/run") / "checkpoints" / "resumed.ckpt"
             resumed.parent.mkdir(parents=True, exist_ok=True)
             second.trainer.save_checkpoint(resumed, weights_only=False)
+            # what the export must reproduce, taken before the run's weights go: the export and its loads hold
+            # up to three copies of the encoder's weights, which should not meet a fourth
+            images, expected = _eval_features(second)
+            _release(second)
+            del second
             stage = "export"
             from training.release.export import export_checkpoint
 
             folder = export_checkpoint(ckpt=str(resumed), out=f"{tmp}/export", name=f"check.{path.stem}",
                                        training={"data": SYNTHETIC_NOTE})
             stage = "load"
-            report["export"] = _load_and_compare(folder, second, steps + 1)
-            _release(second)
+            report["export"] = _load_and_compare(folder, images, expected, steps + 1)
     except NotEnoughMemory as err:
         raise NotEnoughMemory(f"recipe {path}: {err}", need=err.need, have=err.have) from None
     except AboveParameterLimit as err:
@@ -305,9 +289,17 @@ def _describe(cli: CheckCLI, path: Path, steps: int) -> Dict[str, Any]:
             "channels_last": settings.get("channels_last"), "overrides": dict(OVERRIDES), "skipped": list(SKIPPED)}
 
 
-def _load_and_compare(folder: str, cli: CheckCLI, step: int) -> Dict[str, Any]:
+def _eval_features(cli: CheckCLI) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A synthetic batch of the recipe's images and the trained module's own evaluation features of it."""
+    shape = cli.datamodule.image_shape
+    images = torch.randint(0, 256, (2, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return images, cli.model.eval().encode_for_eval(images).float()
+
+
+def _load_and_compare(folder: str, images: torch.Tensor, expected: torch.Tensor, step: int) -> Dict[str, Any]:
     """Load the export by path, check it records the resumed run's last ``step``, run its eval transform and
-    forward on a synthetic batch, and compare with the trained module's own evaluation forward."""
+    forward on ``images``, and compare with the trained module's features of them, ``expected``."""
     import zoo
 
     encoder = zoo.load_encoder(folder)
@@ -315,12 +307,8 @@ def _load_and_compare(folder: str, cli: CheckCLI, step: int) -> Dict[str, Any]:
     if exported_step != step:
         raise ZooError(f"the export records global step {exported_step}, not the resumed run's {step}")
     transform = zoo.eval_transform(encoder)
-    shape = cli.datamodule.image_shape
-    images = torch.randint(0, 256, (2, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    module = cli.model.eval()
     with torch.no_grad():
         features = encoder(transform(images))
-        expected = module.encode_for_eval(images).float()
     if features.shape != (2, encoder.num_features) or not torch.isfinite(features).all():
         raise ZooError(f"the exported encoder gave {tuple(features.shape)} features (finite: "
                        f"{bool(torch.isfinite(features).all())}), expected (2, {encoder.num_features})")

@@ -27,8 +27,8 @@ DATASET_IMAGES: Dict[str, tuple] = {
 
 
 class PlanCLI(CheckCLI):
-    """``CheckCLI`` that keeps the recipe's own datamodule (for its batch and image shape) and skips the memory
-    check: a plan never trains, and moves the module to the meta device before any step."""
+    """``CheckCLI`` that keeps the recipe's own datamodule (for its batch and image shape): a plan never trains,
+    and moves the module to the meta device before any step."""
 
     def instantiate_classes(self) -> None:
         super(CheckCLI, self).instantiate_classes()

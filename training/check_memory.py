@@ -1,0 +1,115 @@
+"""The memory a recipe's ``check-recipe`` needs, counted before anything is built at full size.
+
+The recipe's module is built on the meta device (shapes without data: AMDIM's 666 M parameters in seconds, no
+memory) and its real training step (``loss_of_views``) runs there on views of the recipe's shapes at the check's
+batch. The need is the sum of
+
+- what the parameters hold during a step: fp32 weights and buffers (queues, a momentum teacher), one gradient per
+  trainable weight and the optimizer's state (Adam: two moments; SGD and LARS: one momentum buffer);
+- the activations: every tensor autograd saves for the backward pass, counted once per storage (views share one)
+  and leaving out the weights' own storages, in fp32 as on a CPU without native bf16; and as much again
+  (``BACKWARD_FACTOR``) for what the backward pass allocates beside them (activation gradients, convolution
+  buffers);
+- ``BASE``: the interpreter with torch and Lightning imported, and the allocator's slack around the step.
+
+``bench/check_memory.py`` prints this estimate beside the peak the check itself reaches (``RssAnon`` sampled
+every 20 ms); ``bench/results/check_memory.json`` holds its last run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+#: bytes the backward pass allocates beside the saved tensors, per byte saved (``bench/check_memory.py``)
+BACKWARD_FACTOR = 1.0
+#: the process before the recipe (interpreter, torch, Lightning, jsonargparse: RssAnon 0.4 GiB measured), and what
+#: the allocator holds around the optimizer step beyond the tensors counted here (up to 1.6 GiB measured on AMDIM
+#: ImageNet, whose activations are small beside its weights)
+BASE = 2 << 30
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Bytes a check needs, by what holds them."""
+
+    parameters: int  # count, not bytes
+    weights: int
+    buffers: int
+    gradients: int
+    optimizer_state: int
+    saved_activations: int
+    backward: int
+    base: int
+
+    @property
+    def total(self) -> int:
+        return (self.weights + self.buffers + self.gradients + self.optimizer_state + self.saved_activations
+                + self.backward + self.base)
+
+    def to_dict(self) -> Dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def meminfo_bytes(field: str) -> Optional[int]:
+    """A Linux ``/proc/meminfo`` field in bytes (``MemAvailable``, ``MemTotal`` ...), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None where unknown."""
+    return meminfo_bytes("MemAvailable")
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+def saved_activation_bytes(module: Any, views: list) -> int:
+    """Bytes of the tensors autograd saves for backward in ``module.loss_of_views(views)`` (each storage once, the
+    parameters' and buffers' storages left out). ``module`` and ``views`` are on the meta device."""
+    own = {_storage_key(t) for t in list(module.parameters()) + list(module.buffers()) if t.dim() > 0}
+    seen: Dict[int, int] = {}
+    keep = []  # holds the saved tensors so that no storage key is reused while counting
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key not in own:
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+            keep.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module.loss_of_views(views)
+    keep.clear()
+    return sum(seen.values())
+
+
+def memory_need(recipe: str) -> MemoryNeed:
+    """What ``check-recipe`` of ``recipe`` needs at its smallest batch, from the module built on the meta device."""
+    from training.check_recipe import smallest_batch
+    from training.plan.estimate import static_bytes
+    from training.plan.flops import to_meta, view_shapes
+    from training.plan.recipe import load_recipe
+
+    built = load_recipe(recipe, dataset_images=1, device="meta")
+    module = built.module
+    static = static_bytes(module, module.hparams.optimizer)
+    shapes = view_shapes(module, built.image_shape)
+    batch = smallest_batch(module)
+    module.train()
+    to_meta(module)
+    saved = saved_activation_bytes(module, [torch.empty((batch, *s), device="meta") for s in shapes])
+    return MemoryNeed(parameters=sum(p.numel() for p in module.parameters()), weights=static["weights"],
+                      buffers=static["buffers"], gradients=static["gradients"],
+                      optimizer_state=static["optimizer_state"], saved_activations=saved,
+                      backward=int(BACKWARD_FACTOR * saved), base=BASE)
