@@ -27,8 +27,8 @@ def test_every_recipe_is_checked():
     assert len(RECIPES) >= 29  # every method x dataset, and the examples
 
 
-#: the five largest recipes: AMDIM's and YADIM's ImageNet recipes (AMDIM's 666 M-parameter encoder, 2.5 to 3
-#: minutes each on one core, peak RssAnon 12.9 GiB), CPC v2's (ResNet-161 on a 7x7 patch grid, 398 M) and AMDIM's
+#: the five largest recipes: AMDIM's and YADIM's ImageNet recipes (AMDIM's 666 M-parameter encoder, 2 to 2.5
+#: minutes each on one core, peak RssAnon 11.5 GiB: bench/check_memory.py), CPC v2's (ResNet-161 on a 7x7 patch grid, 398 M) and AMDIM's
 #: and YADIM's STL-10 recipes (208 M). They form one pytest-xdist group (`make test` runs `--dist loadgroup`): one
 #: worker checks them one after another, as the first work it is sent (the scheduler sends the largest group
 #: first), while the other worker runs the rest, so no two of them share the machine's memory
@@ -58,7 +58,7 @@ def check_when_memory_allows(path: Path) -> dict:
         except NotEnoughMemory as err:
             if err.need > (meminfo_bytes("MemTotal") or 0) or time.monotonic() > deadline:
                 raise
-            need = err.need  # wait outside the except block: its traceback holds the model that was built
+            need = err.need
         while (available_memory() or 0) < need and time.monotonic() < deadline:
             time.sleep(2)
 
@@ -168,9 +168,10 @@ def test_missing_file_and_not_a_recipe(tmp_path, capsys):
 
 
 def test_a_recipe_too_large_for_the_machine_is_refused_before_training(capsys, monkeypatch):
+    import training.check_memory as memory
     import training.check_recipe as check
 
-    monkeypatch.setattr(check, "available_memory", lambda: 1 << 30)  # 1 GiB: below the process's own base
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 30)  # 1 GiB: below the process's own base
 
     def never(*args, **kwargs):
         raise AssertionError("the recipe was built at full size before it was refused")

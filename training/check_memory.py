@@ -1,4 +1,5 @@
-"""The memory a recipe's ``check-recipe`` needs, counted before anything is built at full size.
+"""The memory a recipe's ``check-recipe`` needs, counted before anything is built at full size, and the refusal of
+a recipe the machine cannot hold (``refuse_if_too_large``).
 
 The recipe's module is built on the meta device (shapes without data: AMDIM's 666 M parameters in seconds, no
 memory) and its real training step (``loss_of_views``) runs there on views of the recipe's shapes at the check's
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from zoo.errors import ZooError
 
 #: bytes the backward pass allocates beside the saved tensors, per byte saved (``bench/check_memory.py``)
 BACKWARD_FACTOR = 1.0
@@ -113,3 +116,36 @@ def memory_need(recipe: str) -> MemoryNeed:
                       buffers=static["buffers"], gradients=static["gradients"],
                       optimizer_state=static["optimizer_state"], saved_activations=saved,
                       backward=int(BACKWARD_FACTOR * saved), base=BASE)
+
+
+class NotEnoughMemory(ZooError):
+    """The machine has too little memory available for this recipe's check; nothing was trained. ``need`` and
+    ``have`` are the bytes the check needs and the bytes that were available."""
+
+    def __init__(self, message: str, need: int = 0, have: int = 0) -> None:
+        super().__init__(message)
+        self.need, self.have = need, have
+
+
+class AboveParameterLimit(ZooError):
+    """The recipe's model has more parameters than the caller's ``max_parameters``; nothing was trained."""
+
+
+def refuse_if_too_large(recipe: str, max_parameters: Optional[int] = None) -> MemoryNeed:
+    """Count, on the meta device, what the check of ``recipe`` needs; refuse it before anything is built at full
+    size if it has more than ``max_parameters`` parameters or needs more memory than is available."""
+    need = memory_need(recipe)
+    if max_parameters and need.parameters > max_parameters:
+        raise AboveParameterLimit(f"{need.parameters:,} parameters, above the limit of {max_parameters:,} given "
+                                  "to this check (--max-parameters); nothing was trained")
+    free = available_memory()
+    if free is not None and need.total > free:
+        gib = {key: value / 2**30 for key, value in need.to_dict().items()}
+        raise NotEnoughMemory(
+            f"the check needs about {gib['total']:.1f} GiB of memory ({need.parameters / 1e6:.0f} M parameters: "
+            f"{gib['weights'] + gib['buffers']:.1f} GiB weights and buffers, {gib['gradients']:.1f} GiB gradients, "
+            f"{gib['optimizer_state']:.1f} GiB optimizer state, {gib['saved_activations'] + gib['backward']:.1f} GiB "
+            f"activations, {gib['base']:.1f} GiB process and allocator), "
+            f"this machine has {free / 2**30:.1f} GiB available; run it on a larger machine",
+            need=need.total, have=free)
+    return need

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from training.check_memory import MemoryNeed, available_memory, memory_need
+from training.check_memory import AboveParameterLimit, NotEnoughMemory, refuse_if_too_large
 from training.plan.memory import release_free_heap
 from training.pretrain.fit_cli import ZooCLI, latest_checkpoint
 from training.pretrain.synthetic import SYNTHETIC_NOTE, SyntheticImages
@@ -58,39 +58,6 @@ CHECKPOINT = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
 
 class CheckFailed(ZooError):
     """A stage of the check failed; the message names the recipe and the stage."""
-
-
-class NotEnoughMemory(CheckFailed):
-    """The machine has too little memory available for this recipe's check; nothing was trained. ``need`` and
-    ``have`` are the bytes the check needs and the bytes that were available."""
-
-    def __init__(self, message: str, need: int = 0, have: int = 0) -> None:
-        super().__init__(message)
-        self.need, self.have = need, have
-
-
-class AboveParameterLimit(CheckFailed):
-    """The recipe's model has more parameters than the caller's ``max_parameters``; nothing was trained."""
-
-
-def refuse_if_too_large(recipe: str, max_parameters: Optional[int] = None) -> MemoryNeed:
-    """Count, on the meta device, what the check of ``recipe`` needs; refuse it before anything is built at full
-    size if it has more than ``max_parameters`` parameters or needs more memory than is available."""
-    need = memory_need(recipe)
-    if max_parameters and need.parameters > max_parameters:
-        raise AboveParameterLimit(f"{need.parameters:,} parameters, above the limit of {max_parameters:,} given "
-                                  "to this check (--max-parameters); nothing was trained")
-    free = available_memory()
-    if free is not None and need.total > free:
-        gib = {key: value / 2**30 for key, value in need.to_dict().items()}
-        raise NotEnoughMemory(
-            f"the check needs about {gib['total']:.1f} GiB of memory ({need.parameters / 1e6:.0f} M parameters: "
-            f"{gib['weights'] + gib['buffers']:.1f} GiB weights and buffers, {gib['gradients']:.1f} GiB gradients, "
-            f"{gib['optimizer_state']:.1f} GiB optimizer state, {gib['saved_activations'] + gib['backward']:.1f} GiB "
-            f"activations, {gib['base']:.1f} GiB process and allocator), "
-            f"this machine has {free / 2**30:.1f} GiB available; run it on a larger machine",
-            need=need.total, have=free)
-    return need
 
 
 def smallest_batch(module: Any, largest: int = 4096) -> int:
