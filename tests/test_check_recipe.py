@@ -188,6 +188,24 @@ def test_a_recipe_too_large_for_the_machine_is_refused_before_training(capsys, m
                         r"larger machine", line), line
 
 
+@pytest.mark.parametrize("zipped", [True, False])
+def test_load_mapped_maps_what_torch_can_and_reads_the_rest(tmp_path, zipped):
+    from training.pretrain.fit_cli import load_mapped
+
+    path = tmp_path / "c.ckpt"
+    torch.save({"hyper_parameters": {"lr": 0.1}, "w": torch.arange(3.0)}, path,
+               _use_new_zipfile_serialization=zipped)
+    calls = []
+
+    def load(f, *args, **kwargs):
+        calls.append(kwargs.get("mmap"))
+        return torch.load(f, *args, **kwargs)
+
+    ckpt = load_mapped(load, path, weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"] == {"lr": 0.1} and torch.equal(ckpt["w"], torch.arange(3.0))
+    assert calls == ([True] if zipped else [True, None])  # the legacy file: refused mapped, then read whole
+
+
 def test_resuming_never_reads_a_checkpoint_whole(monkeypatch):
     """Every read of a checkpoint during the check, Lightning's look at its hyper-parameters included, is
     memory-mapped: a plain torch.load of AMDIM ImageNet's checkpoint holds 7.4 GiB to read a few strings."""

@@ -103,11 +103,11 @@ class ZooCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads a resumed checkpoint's hyper-parameters with a plain ``torch.load``, which reads every
         tensor in it: for a 666 M-parameter AMDIM with Adam, 7.4 GiB held only to look at a few strings. Here the
-        same code reads it memory-mapped, so the tensors are never paged in."""
+        same code reads it memory-mapped, so the tensors are never paged in (a file torch cannot map, in the
+        legacy non-zip format, is read as before)."""
         import torch
 
-        load = torch.load
-        with mock.patch.object(torch, "load", functools.partial(load, mmap=True)):
+        with mock.patch.object(torch, "load", functools.partial(load_mapped, torch.load)):
             super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
@@ -149,6 +149,15 @@ class ZooCLI(LightningCLI):
                 f"{command} --ckpt_path {last}")
 
 
+def load_mapped(load: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
+    """``load(f, ...)`` (``torch.load``) memory-mapped; a file torch cannot map (the legacy non-zip format) is read
+    whole, as ``load`` alone would."""
+    try:
+        return load(f, *args, **{**kwargs, "mmap": True})
+    except RuntimeError:
+        return load(f, *args, **kwargs)
+
+
 def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
     """The newest checkpoint file any ModelCheckpoint of ``trainer`` wrote, or None."""
     paths: List[Path] = []
@@ -164,6 +173,6 @@ def last_step(path: Path) -> Any:
     try:
         import torch
 
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
+        return load_mapped(torch.load, path, map_location="cpu", weights_only=True).get("global_step", "?")
     except Exception:  # the hint must not fail: the step is only a convenience
         return "?"
