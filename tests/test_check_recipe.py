@@ -188,22 +188,17 @@ def test_a_recipe_too_large_for_the_machine_is_refused_before_training(capsys, m
                         r"larger machine", line), line
 
 
-@pytest.mark.parametrize("zipped", [True, False])
-def test_load_mapped_maps_what_torch_can_and_reads_the_rest(tmp_path, zipped):
-    from training.pretrain.fit_cli import load_mapped
-
-    path = tmp_path / "c.ckpt"
-    torch.save({"hyper_parameters": {"lr": 0.1}, "w": torch.arange(3.0)}, path,
-               _use_new_zipfile_serialization=zipped)
-    calls = []
-
-    def load(f, *args, **kwargs):
-        calls.append(kwargs.get("mmap"))
-        return torch.load(f, *args, **kwargs)
-
-    ckpt = load_mapped(load, path, weights_only=True, map_location="cpu")
-    assert ckpt["hyper_parameters"] == {"lr": 0.1} and torch.equal(ckpt["w"], torch.arange(3.0))
-    assert calls == ([True] if zipped else [True, None])  # the legacy file: refused mapped, then read whole
+def test_a_checkpoint_torch_cannot_map_is_one_line_before_anything_is_built(tmp_path, capsys):
+    """Lightning's look at a resumed checkpoint's hyper-parameters goes through the resume path's reader, so a
+    file it cannot memory-map (the legacy non-zip format) gets that reader's one line, before the model is built."""
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"hyper_parameters": {}, "state_dict": {}}, legacy, _use_new_zipfile_serialization=False)
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(SMALL), "--trainer.default_root_dir", str(run), "--ckpt_path", str(legacy)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: cannot resume from {legacy}: not a readable checkpoint (loaded with "
+                           "weights_only=True): "), line
+    assert not run.exists()
 
 
 def test_resuming_never_reads_a_checkpoint_whole(monkeypatch):

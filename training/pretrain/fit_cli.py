@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import shlex
 import signal
@@ -25,6 +24,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
 from training.pretrain import hardware
+from training.pretrain.resume import read_local_checkpoint
 from zoo.errors import RecipeMismatch
 
 
@@ -103,11 +103,16 @@ class ZooCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads a resumed checkpoint's hyper-parameters with a plain ``torch.load``, which reads every
         tensor in it: for a 666 M-parameter AMDIM with Adam, 7.4 GiB held only to look at a few strings. Here the
-        same code reads it memory-mapped, so the tensors are never paged in (a file torch cannot map, in the
-        legacy non-zip format, is read as before)."""
+        same code reads it through the resume path's own reader (``read_local_checkpoint``: memory-mapped, so the
+        tensors are never paged in, and one clear error for a file it cannot read)."""
         import torch
 
-        with mock.patch.object(torch, "load", functools.partial(load_mapped, torch.load)):
+        load = torch.load
+
+        def read(f: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> Any:
+            return read_local_checkpoint(f, map_location, load=load)
+
+        with mock.patch.object(torch, "load", read):
             super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
@@ -149,15 +154,6 @@ class ZooCLI(LightningCLI):
                 f"{command} --ckpt_path {last}")
 
 
-def load_mapped(load: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
-    """``load(f, ...)`` (``torch.load``) memory-mapped; a file torch cannot map (the legacy non-zip format) is read
-    whole, as ``load`` alone would."""
-    try:
-        return load(f, *args, **{**kwargs, "mmap": True})
-    except RuntimeError:
-        return load(f, *args, **kwargs)
-
-
 def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
     """The newest checkpoint file any ModelCheckpoint of ``trainer`` wrote, or None."""
     paths: List[Path] = []
@@ -171,8 +167,6 @@ def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
 
 def last_step(path: Path) -> Any:
     try:
-        import torch
-
-        return load_mapped(torch.load, path, map_location="cpu", weights_only=True).get("global_step", "?")
+        return read_local_checkpoint(path, map_location="cpu").get("global_step", "?")
     except Exception:  # the hint must not fail: the step is only a convenience
         return "?"

@@ -16,7 +16,7 @@ interrupted. What makes that hold:
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -44,17 +44,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        if "://" not in str(path):
+            return read_local_checkpoint(path, map_location)
         try:
-            if "://" in str(path):
-                return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-            # memory-mapped: the weights are copied into the model and the optimizer state is paged in as it is
-            # used, so resuming does not hold a second full copy of the run in memory (a 666 M-parameter AMDIM
-            # with Adam is 8 GB on disk)
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         except Exception as err:  # missing, truncated, or carrying code: one line, not an unpickler traceback
-            reason = first_line(err)
-            raise ZooError(f"cannot resume from {path}: not a readable checkpoint (loaded with weights_only=True): "
-                           f"{reason}") from None
+            raise unreadable(path, err) from None
+
+
+def unreadable(path: Any, err: BaseException) -> ZooError:
+    return ZooError(f"cannot resume from {path}: not a readable checkpoint (loaded with weights_only=True): "
+                    f"{first_line(err)}")
+
+
+def read_local_checkpoint(path: Any, map_location: Optional[Any] = None, load: Optional[Callable] = None) -> Any:
+    """A local checkpoint file, memory-mapped: the weights are copied into the model and the optimizer state is
+    paged in as it is used, so resuming does not hold a second full copy of the run in memory (a 666 M-parameter
+    AMDIM with Adam is 8 GB on disk), and reading its hyper-parameters pages in nothing. ``load`` is the
+    ``torch.load`` to call (``ZooCLI`` passes the real one while it stands in for it). One ``ZooError`` for a file
+    that is missing, truncated, in the legacy non-zip format, or carries code."""
+    try:
+        return (load or torch.load)(path, map_location=map_location, weights_only=True, mmap=True)
+    except Exception as err:
+        raise unreadable(path, err) from None
 
 
 def rng_state() -> Dict[str, Any]:
