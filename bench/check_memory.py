@@ -62,12 +62,11 @@ print(json.dumps({"recipe": sys.argv[1], "estimate_gib": {k: gib(v) for k, v in 
 
 
 def cpu_model() -> str:
-    """``lscpu``'s model name and whether the flags carry native bf16 (AVX512-BF16 or AMX)."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    native = [f for f in flags if f in ("avx512_bf16", "amx_bf16")]
-    return f"{model}, {os.cpu_count()} cores, " + (f"native bf16 ({', '.join(native)})" if native else "no avx512_bf16 or amx")
+    """The CPU's model name, its cores, and whether it runs bf16 natively (AVX512-BF16 or AMX)."""
+    from training.pretrain.hardware import cpu_name, native_cpu_bf16
+
+    native = "native bf16 (AVX512-BF16 or AMX)" if native_cpu_bf16() else "no avx512_bf16 or amx"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {native}"
 
 
 def main() -> None:
