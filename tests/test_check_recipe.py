@@ -28,10 +28,11 @@ def test_every_recipe_is_checked():
 
 
 #: the five largest recipes: AMDIM's and YADIM's ImageNet recipes (AMDIM's 666 M-parameter encoder, 2 to 2.5
-#: minutes each on one core, peak RssAnon 11.5 GiB: bench/check_memory.py), CPC v2's (ResNet-161 on a 7x7 patch grid, 398 M) and AMDIM's
-#: and YADIM's STL-10 recipes (208 M). They form one pytest-xdist group (`make test` runs `--dist loadgroup`): one
-#: worker checks them one after another, as the first work it is sent (the scheduler sends the largest group
-#: first), while the other worker runs the rest, so no two of them share the machine's memory
+#: minutes each on one core, peak RssAnon about 12 GiB: bench/check_memory.py), CPC v2's (ResNet-161 on a 7x7
+#: patch grid, 398 M) and AMDIM's and YADIM's STL-10 recipes (208 M). They form one pytest-xdist group (`make
+#: test` runs `--dist loadgroup`): one worker checks them one after another, as the first work it is sent (the
+#: scheduler sends the largest group first), while the other worker runs the rest, so no two of them share the
+#: machine's memory
 LARGE = {"amdim/imagenet", "yadim/imagenet", "cpc_v2/imagenet", "amdim/stl10", "yadim/stl10"}
 LARGE_PARAMETERS = 150_000_000
 #: a machine that should skip large recipes sets ZOO_CHECK_MAX_PARAMETERS (0 or unset: no limit); one without the
@@ -184,8 +185,8 @@ def test_a_recipe_too_large_for_the_machine_is_refused_before_training(capsys, m
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.fullmatch(rf"error: recipe {re.escape(str(SMALL))}: the check needs about 2\.0 GiB of memory \(1 M "
                         r"parameters: 0\.0 GiB weights and buffers, 0\.0 GiB gradients, 0\.0 GiB optimizer state, "
-                        r"0\.0 GiB activations, 2\.0 GiB process and allocator\), this machine has 1\.0 GiB available; run it on a "
-                        r"larger machine", line), line
+                        r"0\.0 GiB activations, 2\.0 GiB process and allocator\), this machine has 1\.0 GiB "
+                        r"available; run it on a larger machine", line), line
 
 
 def test_a_checkpoint_torch_cannot_map_is_one_line_before_anything_is_built(tmp_path, capsys):
@@ -194,7 +195,8 @@ def test_a_checkpoint_torch_cannot_map_is_one_line_before_anything_is_built(tmp_
     legacy = tmp_path / "legacy.ckpt"
     torch.save({"hyper_parameters": {}, "state_dict": {}}, legacy, _use_new_zipfile_serialization=False)
     run = tmp_path / "run"
-    assert main(["fit", "--config", str(SMALL), "--trainer.default_root_dir", str(run), "--ckpt_path", str(legacy)]) == 2
+    args = ["fit", "--config", str(SMALL), "--trainer.default_root_dir", str(run), "--ckpt_path", str(legacy)]
+    assert main(args) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: cannot resume from {legacy}: not a readable checkpoint (loaded with "
                            "weights_only=True): "), line
