@@ -66,7 +66,7 @@ def test_export_refuses_to_overwrite_and_interrupted_export_leaves_nothing(check
         raise KeyboardInterrupt("killed mid-export")
 
     monkeypatch.setattr(zoo.pretrained.exported, "render_card", crash, raising=False)
-    monkeypatch.setattr("training.release.export.render_card", crash)
+    monkeypatch.setattr("zoo.pretrained.export_folder.render_card", crash)
     with pytest.raises(KeyboardInterrupt):
         export_checkpoint(ckpt=str(path), out=str(tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()

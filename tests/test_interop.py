@@ -9,9 +9,10 @@ import torch
 import zoo
 from tests.zoo_exports import make_export
 from training.cli import main
-from training.release.export import export_checkpoint, write_export
+from training.release.export import export_checkpoint
 from zoo.build import build_encoder
 from zoo.methods import get_method
+from zoo.pretrained.export_folder import write_export
 from zoo.spec import Part
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

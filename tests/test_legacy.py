@@ -1,4 +1,4 @@
-"""training.release.legacy: legacy checkpoints (pl_bolts SimCLR / SwAV / CPC v2, facebookresearch/swav) -> exported folders.
+"""zoo.pretrained.convert: legacy checkpoints (pl_bolts SimCLR / SwAV / CPC v2, facebookresearch/swav) -> exported folders.
 
 Each checkpoint is synthetic: random weights in the source's exact key layout, saved as plain dicts of tensors
 (so ``weights_only`` loading reads them). The imported encoder must give the same features as a reference network
@@ -19,8 +19,8 @@ import torchvision
 
 import zoo
 from tests.conftest import randomise_batch_norm
-from training.release.legacy import FORMATS, import_legacy
 from zoo.errors import ZooError
+from zoo.pretrained.convert import FORMATS, import_legacy
 
 UNPICKLED: List[str] = []
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from training.release.legacy.amdim import amdim_checkpoint, amdim_input, amdim_state
 from zoo.errors import ZooError
+from zoo.pretrained.convert.amdim import amdim_checkpoint, amdim_input, amdim_state
 
 
 class MaybeBN(nn.Module):  # MaybeBatchNorm2d: always holds .bn, applies it only when use_bn
@@ -144,7 +144,7 @@ def public_checkpoint(path, size, use_bn, half=False):
 def import_and_compare(path, original, format, tmp_path):
     state, hparams = amdim_checkpoint(torch.load(path, weights_only=True), format)
     part, inner, dropped = amdim_state(state, hparams, format)
-    from training.release.legacy import import_legacy
+    from zoo.pretrained.convert import import_legacy
 
     folder = import_legacy(str(path), format=format, out=str(tmp_path / "amdim"), name="amdim.imported")
     assert zoo.load_encoder(folder).zoo_config["input"]["size"] == [amdim_input(part)["size"]] * 2

@@ -25,9 +25,9 @@ import torchvision
 
 import zoo
 from tests.conftest import randomise_batch_norm
-from training.release.legacy import FORMATS, LegacyFormat, import_legacy, register_format
-from training.release.legacy.reading import plain_state
 from zoo.errors import ZooError
+from zoo.pretrained.convert import FORMATS, LegacyFormat, import_legacy, register_format
+from zoo.pretrained.convert.reading import plain_state
 
 # tiny forwards: one intra-op thread (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")

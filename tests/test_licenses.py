@@ -68,9 +68,9 @@ def test_every_registry_entry_and_shipped_card_states_the_same_licence():
 
 def test_imported_weights_carry_their_origin_licence_into_config_card_and_registry(tmp_path, capsys):
     from tests.zoo_exports import make_export
-    from training.release.export import exported_config
     from training.release.publish import publish
     from zoo.build import build_encoder
+    from zoo.pretrained.export_folder import exported_config
 
     method = Method.from_dict(json.loads((PACKAGE_REGISTRY.parent / "yadim.fashion_mnist" / "config.json")
                                          .read_text())["method"])

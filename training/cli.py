@@ -68,8 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from training.downstream.evaluate import evaluate
             from training.downstream.plots import plot_run
             from training.release.export import export_checkpoint
-            from training.release.legacy import import_legacy
             from training.release.publish import publish
+            from zoo.pretrained.convert import import_legacy
 
             commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
                         "import-legacy": import_legacy}

@@ -2,8 +2,8 @@
 
 Weights trained by this project (``python -m training fit``, then export and publish) take the project's own
 licence, Apache-2.0 (SPDX id ``apache-2.0`` as Hugging Face model-card metadata spells it). Weights imported from
-another project's checkpoint (``training.release.legacy``, whose configs record ``recipe.legacy_format``) keep that
-project's licence, which the import writes into ``config.json`` as ``license`` (each format in ``training.release.legacy.FORMATS`` names
+another project's checkpoint (``zoo.pretrained.convert``, whose configs record ``recipe.legacy_format``) keep that
+project's licence, which the import writes into ``config.json`` as ``license`` (each format in ``zoo.pretrained.convert.FORMATS`` names
 each format's; an unknown origin gets no default, and publishing it is refused). Publishing weights whose licence
 forbids commercial use (the ``cc-by-nc-*`` family) prints a one-line warning (``non_commercial_warning``).
 """

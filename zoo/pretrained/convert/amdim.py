@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from training.release.legacy.registry import LegacyFormat, Trunk, TrunkResult, register_format, register_trunk
 from zoo.build import build_encoder
 from zoo.errors import ZooError
+from zoo.pretrained.convert.formats import LegacyFormat, Trunk, TrunkResult, register_format, register_trunk
 from zoo.spec import Part
 
 
@@ -222,7 +222,7 @@ def amdim_input(part: Part) -> Dict[str, Any]:
     return dict(AMDIM_INPUTS[int(part.kwargs["image_size"])])
 
 
-# --- the two formats in ``training.release.legacy.FORMATS`` -------------------------------------------------------
+# --- the two formats in ``zoo.pretrained.convert.FORMATS`` -------------------------------------------------------
 
 def _unwrap(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     return amdim_checkpoint(ckpt, format)

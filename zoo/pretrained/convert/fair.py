@@ -26,8 +26,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 from torch import Tensor
 
-from training.release.legacy.reading import flatten, layout_error, plain_state, tensors_only
-from training.release.legacy.registry import LegacyFormat, Preprocess, Reported, register_format
+from zoo.pretrained.convert.formats import LegacyFormat, Preprocess, Reported, register_format
+from zoo.pretrained.convert.reading import flatten, layout_error, plain_state, tensors_only
 
 IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, "torchvision's ImageNet statistics")
 

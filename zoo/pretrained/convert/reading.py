@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 from torch import Tensor
 
-from training.release.legacy.registry import FORMATS, TRUNKS, LegacyFormat
 from zoo.errors import ZooError, first_line
+from zoo.pretrained.convert.formats import FORMATS, TRUNKS, LegacyFormat
 
 
 def read_legacy(path: str | Path, safe_route: str = "") -> Any:

@@ -27,9 +27,9 @@ from typing import Any, Dict, Mapping, Tuple
 
 from torch import Tensor
 
-from training.release.legacy.reading import layout_error, plain_state, tensors_only
-from training.release.legacy.registry import LegacyFormat, Preprocess, Reported, register_format
 from zoo.errors import ZooError
+from zoo.pretrained.convert.formats import LegacyFormat, Preprocess, Reported, register_format
+from zoo.pretrained.convert.reading import layout_error, plain_state, tensors_only
 
 UNIT_RANGE = Preprocess((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 224, "")
 

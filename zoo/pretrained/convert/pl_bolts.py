@@ -33,11 +33,11 @@ from typing import Any, Dict, Mapping
 
 from torch import Tensor
 
-from training.release.legacy.reading import lightning_state
-from training.release.legacy.registry import LegacyFormat, Trunk, TrunkResult, register_format, register_trunk
-from training.release.legacy.resnet_trunk import stage_blocks
 from zoo.errors import ZooError
 from zoo.parts.encoders.cpc_resnet import STEM_CHANNELS
+from zoo.pretrained.convert.formats import LegacyFormat, Trunk, TrunkResult, register_format, register_trunk
+from zoo.pretrained.convert.reading import lightning_state
+from zoo.pretrained.convert.resnet_trunk import stage_blocks
 from zoo.spec import Part
 
 _REPO = "Lightning-Universe/lightning-bolts src/pl_bolts/models/self_supervised/"

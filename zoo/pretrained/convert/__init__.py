@@ -23,12 +23,12 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from training.release.export import write_export
-from training.release.legacy.reading import imported_training, plain, read_legacy, sha256_of, split_keys
-from training.release.legacy.registry import FORMATS, TRUNKS, LegacyFormat, Reported, register_format, register_trunk
 from zoo.build import build_encoder
 from zoo.errors import ZooError
 from zoo.methods import get_method, list_methods
+from zoo.pretrained.convert.formats import FORMATS, TRUNKS, LegacyFormat, Reported, register_format, register_trunk
+from zoo.pretrained.convert.reading import imported_training, plain, read_legacy, sha256_of, split_keys
+from zoo.pretrained.export_folder import write_export
 from zoo.pretrained.exported import load_state_strict
 from zoo.pretrained.licenses import check_license
 
@@ -37,7 +37,7 @@ __all__ = ["FORMATS", "TRUNKS", "LegacyFormat", "Reported", "import_legacy", "re
 
 _FAMILIES = ("resnet_trunk", "pl_bolts", "fair", "converted", "frameworks", "amdim")
 for _family in _FAMILIES:
-    importlib.import_module(f"training.release.legacy.{_family}")
+    importlib.import_module(f"zoo.pretrained.convert.{_family}")
 
 # input presets per dataset: (mean, std, size), pl_bolts' dataset_normalizations.py
 PRESETS: Dict[str, Tuple[Any, Any, int]] = {

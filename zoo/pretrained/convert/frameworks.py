@@ -34,8 +34,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import Tensor
 
-from training.release.legacy.reading import layout_error, lightning_state, tensors_only
-from training.release.legacy.registry import LegacyFormat, Preprocess, register_format
+from zoo.pretrained.convert.formats import LegacyFormat, Preprocess, register_format
+from zoo.pretrained.convert.reading import layout_error, lightning_state, tensors_only
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SOLO_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32),

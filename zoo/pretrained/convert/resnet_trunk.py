@@ -12,8 +12,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 from torch import Tensor
 
-from training.release.legacy.registry import LegacyFormat, Trunk, TrunkResult, register_trunk
 from zoo.errors import ZooError
+from zoo.pretrained.convert.formats import LegacyFormat, Trunk, TrunkResult, register_trunk
 from zoo.spec import Part
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"

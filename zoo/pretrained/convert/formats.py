@@ -4,7 +4,7 @@ A format says where a release keeps its trunk's tensors, which other tensors it 
 queues, online classifiers: dropped, each by name), how the trunk's names map to the zoo's encoder, the input the
 original expects, the release's licence and, for known files, the accuracy its authors report. Adding a family of
 formats (AMDIM, say) is one new module that calls ``register_format`` (and, for a new trunk layout, ``register_trunk``)
-plus one import line in ``training/release/legacy/__init__.py``.
+plus one import line in ``zoo/pretrained/convert/__init__.py``.
 """
 
 from __future__ import annotations
