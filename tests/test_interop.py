@@ -18,10 +18,12 @@ from zoo.spec import Part
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def resnet_folder(out: Path, *, in_channels: int = 3, width: float = 1.0, arch: str = "resnet18") -> Path:
+def resnet_folder(out: Path, *, in_channels: int = 3, width: float = 1.0, arch: str = "resnet18",
+                  same_padding: bool = False) -> Path:
     """An exported ImageNet-stem ResNet with seeded random weights and non-trivial BN statistics."""
     torch.manual_seed(0)
-    kwargs = dict(arch=arch, in_channels=in_channels, **({"width": width, "backend": "timm"} if width != 1 else {}))
+    kwargs = dict(arch=arch, in_channels=in_channels, **({"width": width, "backend": "timm"} if width != 1 else {}),
+                  **({"same_padding": True} if same_padding else {}))
     method = get_method("simclr").with_overrides(encoder=Part.of("resnet", **kwargs).to_dict(),
                                                  augment=dict(size=64, mean=MEAN[:in_channels], std=STD[:in_channels]))
     encoder = build_encoder(method.encoder)
@@ -128,10 +130,14 @@ def test_timm_export_records_grey_input_and_width_as_model_args(tmp_path):
     ("grey", "torchvision", "--format torchvision: torchvision's ResNets take 3 input channels, this encoder takes 1; "
                             "use --format timm (it records in_chans)"),
     ("none", "onnx", "unknown export format 'onnx'; choose 'zoo' (default), 'torchvision' or 'timm'"),
+    *[("same", fmt, f"--format {fmt}: this ResNet pads its strided convolutions and max-pool as TensorFlow's 'SAME' "
+                    f"(the BYOL/SimCLR TF conversions), which {fmt}'s ResNets cannot express; the export would give "
+                    "other features (up to 1.28 apart in a BYOL import), so none is written")
+      for fmt in ("torchvision", "timm")],
 ])
 def test_export_refuses_what_the_library_cannot_express_in_one_line(tmp_path, capsys, kind, format, message):
-    if kind == "grey":
-        source = resnet_folder(tmp_path / "enc", in_channels=1)
+    if kind in ("grey", "same"):  # "same": a BYOL import's TF padding (zoo/pretrained/convert/converted.py)
+        source = resnet_folder(tmp_path / "enc", in_channels=1 if kind == "grey" else 3, same_padding=kind == "same")
     elif kind == "none":  # the format is checked before the source is read
         source = tmp_path / "missing.ckpt"
     else:
@@ -139,4 +145,5 @@ def test_export_refuses_what_the_library_cannot_express_in_one_line(tmp_path, ca
     out = tmp_path / "out"
     assert main(["export", "--ckpt", str(source), "--out", str(out), "--format", format]) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

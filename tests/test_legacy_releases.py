@@ -68,7 +68,8 @@ def _import(ckpt, fmt: str, reference, tmp_path: Path, size: int = 32, filename:
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
     config = encoder.zoo_config
     assert config["imported_from"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert config["imported_from"]["format"] == fmt and config["license"] == FORMATS[fmt].license
+    assert config["imported_from"]["format"] == fmt
+    assert config["license"] == (kwargs.get("license") or FORMATS[fmt].license)
     return config
 
 
@@ -250,8 +251,12 @@ def test_vissl(tmp_path):
     ckpt = {"phase_idx": 3, "iteration": 40, "type": "checkpoint", "loss": {},
             "classy_state_dict": {"train_phase_idx": 3, "optimizer": {},
                                   "base_model": {"model": {"trunk": trunk, "heads": heads}, "meta": {}}}}
-    config = _import(ckpt, "vissl", _trunk(net), tmp_path, method="swav")
-    assert config["recipe"]["legacy_dropped"] == {"heads.": 2} and config["license"] == "mit"
+    torch.save(ckpt, tmp_path / "no_licence.torch")
+    with pytest.raises(ZooError, match=r"vissl: files in this format carry different licences .*cc-by-nc-4.0.*--license"):
+        import_legacy(str(tmp_path / "no_licence.torch"), format="vissl", out=str(tmp_path / "o"), method="swav")
+    assert not (tmp_path / "o").exists()
+    config = _import(ckpt, "vissl", _trunk(net), tmp_path, method="swav", license="cc-by-nc-4.0")
+    assert config["recipe"]["legacy_dropped"] == {"heads.": 2} and config["license"] == "cc-by-nc-4.0"
 
 
 @pytest.mark.parametrize("extracted", [False, True])

@@ -16,9 +16,11 @@
   ``timm.create_model("hf-hub:ORG/NAME", pretrained=True, num_classes=N)`` loads it for fine-tuning (timm drops
   the classifier of a checkpoint whose ``num_classes`` differs and initialises a fresh one).
 
-Only the ``resnet`` encoder part with the 7x7 ImageNet stem exports: neither library has the 3x3 stride-1
-stem without max-pool (``small_image_stem``; timm's ``stem_type`` offers 7x7, or three 3x3 convolutions with
-stride 2), and AMDIM's and CPC's trunks have no counterpart in either.
+Only the ``resnet`` encoder part with the 7x7 ImageNet stem and PyTorch padding exports: neither library has the
+3x3 stride-1 stem without max-pool (``small_image_stem``; timm's ``stem_type`` offers 7x7, or three 3x3
+convolutions with stride 2) or TensorFlow's ``SAME`` padding of the strided layers (``same_padding``, which BYOL's
+converted checkpoints need), and AMDIM's and CPC's trunks have no counterpart in either. Whatever the target
+cannot reproduce exactly is refused with one line, never written approximately.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def check_exportable(encoder_part: Mapping[str, Any], input_config: Mapping[str,
     if kwargs.get("small_image_stem"):
         raise ZooError(f"--format {format}: this ResNet has the small-image stem (3x3 stride-1 conv1, no max-pool), "
                        f"which {format}'s ResNets cannot express; only the 7x7 ImageNet stem exports")
+    if kwargs.get("same_padding"):
+        raise ZooError(f"--format {format}: this ResNet pads its strided convolutions and max-pool as TensorFlow's "
+                       f"'SAME' (the BYOL/SimCLR TF conversions), which {format}'s ResNets cannot express; the export "
+                       "would give other features (up to 1.28 apart in a BYOL import), so none is written")
     if "patch" in input_config:
         raise ZooError(f"--format {format}: this encoder reads a patch grid, which {format} does not preprocess")
     if format == "torchvision":

@@ -17,7 +17,9 @@
 - ``vissl``: facebookresearch/vissl ``extra_scripts/convert_vissl_to_torchvision.py`` takes
   ``classy_state_dict.base_model.model.trunk`` (or a converted file's ``model_state_dict``) and strips
   ``_feature_blocks.`` to get torchvision names; ``classy_state_dict.base_model.model.heads.*`` are dropped.
-  Input: ImageNet mean/std. Licence: MIT (README, "VISSL relicensed under MIT License", May 2021).
+  Input: ImageNet mean/std. Licence: none by default. VISSL's own trainings are MIT (README, "VISSL relicensed
+  under MIT License", May 2021), but its MODEL_ZOO also re-hosts other projects' weights (SwAV, DeepCluster-v2)
+  under their CC-BY-NC 4.0 licence, so every import names the file's licence (``--license``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def vissl_state(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], D
 
 
 register_format(LegacyFormat(
-    name="vissl", source="facebookresearch/vissl extra_scripts/convert_vissl_to_torchvision.py", license="mit",
+    name="vissl", source="facebookresearch/vissl extra_scripts/convert_vissl_to_torchvision.py", license=None,
     unwrap=vissl_state, prefix="trunk._feature_blocks.", dropped=("heads.",),
+    options={"license_why": "VISSL's own trainings are MIT; the SwAV and DeepCluster-v2 files it re-hosts are "
+                            "cc-by-nc-4.0"},
     preprocess=IMAGENET._replace(why="VISSL's ImageNet benchmark configs (Normalize with ImageNet statistics)")))

@@ -49,7 +49,9 @@ class LegacyFormat:
 
     name: str
     source: str                      # the original project's loading code the layout follows: "owner/repo path"
-    license: str                     # the release's licence (SPDX-like id, as its repository states it)
+    # the release's licence (SPDX-like id, as its repository states it); None where files under one format carry
+    # different licences (VISSL re-hosts other projects' weights): each import must then name its licence
+    license: Optional[str]
     unwrap: Unwrap                   # the flat state dict (and hyper-parameters) inside the loaded file
     prefix: str                      # where the trunk's keys live in that state dict
     method: Optional[str] = None     # the method row; None: from the checkpoint or the caller (generic frameworks)
@@ -63,7 +65,8 @@ class LegacyFormat:
     reported: Mapping[str, Reported] = field(default_factory=dict)  # known file name -> its authors' figure
 
     def __post_init__(self) -> None:
-        check_license(self.license, f"legacy format {self.name!r}")
+        if self.license is not None:
+            check_license(self.license, f"legacy format {self.name!r}")
 
 
 class TrunkResult(NamedTuple):
