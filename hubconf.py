@@ -1,5 +1,8 @@
 """torch.hub entry points, one per name in the zoo's weights registry (generated, never a hand-kept list).
 
+Release entries (``moco_v2_imagenet``, ``swav_imagenet``, ...) are entry points too: the first call downloads the
+publisher's file, checks it, converts it and caches it, as ``zoo.load_encoder`` does.
+
 ``torch.hub.load(REPO_DIR, "yadim", source="local")`` returns what ``zoo.load_encoder("yadim")`` returns;
 dotted entry names use underscores (``yadim_fashion_mnist`` for ``yadim.fashion_mnist``). Every entry point
 takes ``pretrained=True``; ``encoder(path)`` loads any exported folder or ``hf-hub:`` id.
@@ -27,6 +30,10 @@ def _docstring(registry, name: str) -> str:
     alias = f"Default {entry.method} encoder: {entry.name}. " if name != entry.name else ""
     prose = (template_text(f"entries/{entry.name}.md") or "").strip()
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.metrics.items())) or "not measured"
+    reported = entry.reported
+    if reported:  # a release entry: its publisher's figure, and the licence it is bound by
+        metrics += (f"; reported by its publisher: {reported['metric']} {reported['value']} ({reported['protocol']})"
+                    f".\nLicence: {entry.license}")
     return (f"{alias}{entry.summary}\n\n{prose + chr(10) * 2 if prose else ''}Pre-trained on {entry.dataset}; "
             f"weights {entry.where()}.\nMeasured: {metrics}.\n\n"
             "Args:\n    pretrained: False gives the same architecture with random weights.")

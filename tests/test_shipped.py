@@ -13,16 +13,27 @@ from zoo.pretrained.licenses import PROJECT_LICENSE
 from zoo.pretrained.weights_registry import PACKAGE_REGISTRY, WeightsRegistry
 
 REGISTRY = WeightsRegistry([PACKAGE_REGISTRY])
-ENTRIES = sorted(REGISTRY.entries)
+ENTRIES = sorted(n for n, e in REGISTRY.entries.items() if e.kind == "package")  # release entries: test_releases
 REPO_DIR = str(Path(__file__).resolve().parents[1])
 
 
-def test_shipped_defaults_are_method_rows():
-    """Every shipped default names a registered method; a new method row needs no weights to pass the suite."""
+def test_defaults_are_the_strongest_release_else_the_shipped_weights():
+    """A method's bare name is its strongest released ImageNet encoder (by the top-1 its publisher reports); a
+    method with no release (yadim) keeps its shipped Fashion-MNIST weights. CPC v2 has no ImageNet release that is
+    still served: its default is the STL-10 one (96 px natural images, the closest to ImageNet of the two)."""
     assert set(REGISTRY.defaults) <= set(zoo.list_methods())
     for method, name in REGISTRY.defaults.items():
-        assert name == f"{method}.fashion_mnist"
-        assert REGISTRY.get(name).method == method
+        entry = REGISTRY.get(name)
+        assert entry.method == method
+        releases = [e for e in REGISTRY.entries.values() if e.method == method and e.kind == "release"]
+        imagenet = [e for e in releases if e.dataset == "imagenet"]
+        if imagenet:
+            assert entry is max(imagenet, key=lambda e: e.reported["value"])
+        elif releases:
+            assert (method, name) == ("cpc_v2", "cpc_v2.stl10")
+        else:
+            assert name == f"{method}.fashion_mnist"
+    assert REGISTRY.defaults["yadim"] == "yadim.fashion_mnist"
 
 
 def test_shipped_weights_stay_small():

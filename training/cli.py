@@ -1,4 +1,4 @@
-"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy ...``: LightningCLI
+"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases ...``: LightningCLI
 for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
 ``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional
 from training.pretrain.fit_cli import Interrupted
 from zoo.errors import ZooError
 
-COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy")
+COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy", "releases")
 
 
 def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callable[..., Any]] = None):
@@ -69,10 +69,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             from training.downstream.plots import plot_run
             from training.release.export import export_checkpoint
             from training.release.publish import publish
-            from zoo.pretrained.convert import import_legacy
+            from training.release.releases_command import import_legacy_command, releases
 
             commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
-                        "import-legacy": import_legacy}
+                        "import-legacy": import_legacy_command, "releases": releases}
+            if argv[0] == "releases":
+                argv = ["--json_output=true" if a == "--json" else a for a in argv]
             result = auto_cli(commands, args=dashes_to_underscores(argv))
             if isinstance(result, dict):
                 print(json.dumps(result, indent=2))

@@ -25,12 +25,13 @@ from zoo.pretrained.exported import (
     encoder_from_files,
     parse_config,
 )
+from zoo.pretrained.releases import release_config, release_input
 from zoo.pretrained.sources import Source, resolve_source
 from zoo.pretrained.weights_registry import open_registry
 
 
 def load_encoder(name_or_id: str | os.PathLike, pretrained: bool = True, revision: Optional[str] = None,
-                 registry: Optional[str | os.PathLike] = None) -> Encoder:
+                 registry: Optional[str | os.PathLike] = None, progress: Optional[bool] = None) -> Encoder:
     """A pretrained encoder in eval mode; ``encoder(x)`` gives (B, ``encoder.num_features``).
 
     Args:
@@ -40,10 +41,21 @@ def load_encoder(name_or_id: str | os.PathLike, pretrained: bool = True, revisio
             config); the result's ``zoo_source["pretrained"]`` says which one you have.
         revision: a branch, tag or commit sha for ``hf-hub:`` ids (registry entries are pinned).
         registry: a weights registry file to use instead of the package registry (and ``ZOO_REGISTRY``).
+        progress: the download bar of a release entry's first load (on stderr): ``None`` shows it only on a
+            terminal (and not under ``ZOO_QUIET=1``), ``False`` never.
+
+    A release entry (``list_releases()``; e.g. ``"moco_v2.imagenet"``) is downloaded from its publisher on first
+    use, checked against the publisher's digest, converted and cached (``zoo.pretrained.releases``); later loads
+    read only the cache.
 
     The encoder carries ``zoo_config`` (its config.json) and ``zoo_source`` (where it came from, its sha256).
     """
-    source = resolve_source(name_or_id, revision=revision, registry=registry)
+    source = resolve_source(name_or_id, revision=revision, registry=registry, progress=progress)
+    if not pretrained and source.kind == "release":  # the architecture the entry states: nothing is downloaded
+        assert source.entry is not None, "release sources have an entry"
+        encoder = build_from_config(release_config(source.entry), source.label).eval()
+        encoder.zoo_source = {**source.describe(), "pretrained": False, "sha256": None}
+        return encoder
     config = parse_config(source.read(CONFIG), source=f"{source.label}: {CONFIG}")
     if not pretrained:
         encoder = build_from_config(config, source.label).eval()
@@ -78,6 +90,8 @@ def eval_transform(name_or_encoder: Any, registry: Optional[str | os.PathLike] =
         return EvalTransform(config)
     if isinstance(name_or_encoder, (str, os.PathLike)):
         source: Source = resolve_source(name_or_encoder, registry=registry)
+        if source.entry is not None and source.kind == "release":  # the conversion's input once it exists
+            return EvalTransform(release_input(source.entry))
         if source.entry is not None:
             return EvalTransform({"input": source.entry.input})
         return EvalTransform(parse_config(source.read(CONFIG), source=f"{source.label}: {CONFIG}"))

@@ -55,6 +55,27 @@ def front_matter(config: Mapping[str, Any], method: Method) -> str:
     return data.to_yaml()
 
 
+def certificate_lines(config: Mapping[str, Any]) -> str:
+    """The provenance of imported weights: the figure their publisher reports and, for a release entry converted
+    on the user's machine, its conversion certificate (``zoo.pretrained.releases``)."""
+    lines = []
+    reported = config.get("reported")
+    if isinstance(reported, Mapping):
+        protocol = f", {reported['protocol']}" if reported.get("protocol") else ""
+        lines.append(f"- reported by the original authors (not measured here): {reported.get('metric')} "
+                     f"{reported.get('value')}{protocol} ({reported.get('source')})")
+    cert = config.get("conversion")
+    if isinstance(cert, Mapping):
+        lines += [f"- converted from: {cert.get('source_url')} (downloaded from {cert.get('downloaded_from')})",
+                  f"- source file sha256: `{cert.get('source_sha256')}`; publisher's digest: "
+                  f"{cert.get('publisher_digest') or 'none stated'} ({cert.get('publisher_digest_kind')})",
+                  f"- conversion: format `{cert.get('format')}` by contrastive-zoo {cert.get('package_version')}; "
+                  f"layout cited from {cert.get('cited') or 'the format'}"]
+        dropped = (config.get("recipe") or {}).get("legacy_dropped") or {}
+        lines.append("- keys dropped: " + (", ".join(f"`{k}` ({n})" for k, n in sorted(dropped.items())) or "none"))
+    return "".join(f"\n{line}" for line in lines)
+
+
 def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish time)",
                 load_id: str = "path/to/folder",
                 where: str = "A local exported folder; not published to any hub yet.") -> str:
@@ -92,6 +113,7 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
         package_version=config.get("package_version", "?"),
         git_commit=config.get("git_commit") or "unknown",
         sha256=sha256,
+        certificate=certificate_lines(config),
     )
     while "\n\n\n" in text:  # an empty section (no prose) leaves no gap
         text = text.replace("\n\n\n", "\n\n")

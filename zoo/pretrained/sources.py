@@ -28,14 +28,17 @@ class Source:
     """A readable set of files, with the registry entry (and so the expected sha256) when there is one."""
 
     label: str
-    kind: str  # folder | package | hf-hub | local-hub
+    kind: str  # folder | package | hf-hub | local-hub | release
     entry: Optional[WeightsEntry] = None
     folder: Optional[Path] = None
     repo_id: Optional[str] = None
     revision: Optional[str] = None
     root: Optional[Path] = None
+    progress: Optional[bool] = None  # a release's download bar: None shows it on a terminal only
 
     def read(self, filename: str, verify: bool = True) -> bytes:
+        if self.kind == "release":
+            return self._read_release(filename, verify)
         data = self._read(filename)
         expected = self.entry.sha256.get(filename) if (verify and self.entry) else None
         if expected is not None:
@@ -59,6 +62,22 @@ class Source:
             return local_hub.read_file(self.root, self.repo_id, self.revision, filename)
         return _hub_download(self.repo_id, self.revision, filename)
 
+    def _read_release(self, filename: str, verify: bool) -> bytes:
+        """A release entry's file from the zoo cache, converted there first if need be (``zoo.pretrained.releases``);
+        the weights are checked against the sha256 its conversion certificate recorded."""
+        from zoo.pretrained.releases import check_cached_weights, ensure_release, release_folder
+
+        assert self.entry is not None, "release sources have an entry"
+        cert = ensure_release(self.entry, progress=self.progress)
+        self.folder = release_folder(self.entry)
+        path = self.folder / filename
+        if not path.is_file():
+            raise ZooError(f"{self.label}: {path} is missing from the zoo cache")
+        data = path.read_bytes()
+        if verify and filename == "model.safetensors":
+            check_cached_weights(self.entry, data, cert)
+        return data
+
     def describe(self) -> Dict[str, Optional[str]]:
         return {"label": self.label, "kind": self.kind, "entry": self.entry.name if self.entry else None,
                 "repo_id": self.repo_id, "revision": self.revision,
@@ -80,7 +99,7 @@ def parse_hub_id(spec: str, revision: Optional[str] = None) -> tuple[str, Option
 
 
 def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None,
-                   registry: Optional[str | os.PathLike] = None) -> Source:
+                   registry: Optional[str | os.PathLike] = None, progress: Optional[bool] = None) -> Source:
     """What ``load_encoder`` accepts -> a ``Source`` (see the module docstring)."""
     if not isinstance(name_or_id, (str, os.PathLike)) or not str(name_or_id):
         raise ZooError(f"load_encoder needs a registry name, 'hf-hub:ORG/NAME[@REV]' or a folder, got {name_or_id!r}")
@@ -94,7 +113,7 @@ def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None
     if not looks_like_path:
         reg = open_registry(registry)
         if spec in reg.names() or not Path(spec).is_dir():
-            return entry_source(reg.get(spec), revision)
+            return entry_source(reg.get(spec), revision, progress)
     folder = Path(spec)
     if not folder.is_dir():
         hint = f"; for a Hub repo write 'hf-hub:{spec}'" if spec.count("/") == 1 and not spec.startswith(".") else ""
@@ -104,7 +123,7 @@ def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None
     return Source(label=str(folder), kind="folder", folder=folder)
 
 
-def entry_source(entry: WeightsEntry, revision: Optional[str] = None) -> Source:
+def entry_source(entry: WeightsEntry, revision: Optional[str] = None, progress: Optional[bool] = None) -> Source:
     pinned = entry.source.get("revision")
     if revision is not None and revision != pinned:
         hint = (f"; to load another revision use 'hf-hub:{entry.source['repo_id']}@{revision}'"
@@ -112,6 +131,10 @@ def entry_source(entry: WeightsEntry, revision: Optional[str] = None) -> Source:
         raise ZooError(f"{entry.name} is pinned to revision {pinned!r} in the weights registry, not {revision!r}"
                        f"{hint}")
     label = f"{entry.name} ({entry.where()})"
+    if entry.kind == "release":
+        if revision is not None:
+            raise ZooError(f"{entry.name} is a release entry (a file its publisher released); it has no revisions")
+        return Source(label=entry.name, kind="release", entry=entry, progress=progress)
     if entry.kind == "package":
         return Source(label=label, kind="package", entry=entry, folder=entry.package_folder())
     if entry.kind == "local-hub":

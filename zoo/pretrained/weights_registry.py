@@ -8,7 +8,13 @@ its default entry, so ``load_encoder("yadim")`` works. Each entry's ``source`` s
 - ``{"kind": "hf-hub", "repo_id": "ORG/NAME", "revision": SHA}``: the Hugging Face Hub (or any mirror named by
   ``HF_ENDPOINT``), fetched with ``hf_hub_download`` into its cache;
 - ``{"kind": "local-hub", "root": DIR, "repo_id": "ORG/NAME", "revision": SHA}``: a local directory hub
-  (``zoo.pretrained.local_hub``), read directly from its git repository.
+  (``zoo.pretrained.local_hub``), read directly from its git repository;
+- ``{"kind": "release", "url": URL, "format": FORMAT, "digest": "md5:HEX", "cited": "owner/repo path"}``: a
+  checkpoint another project released, downloaded from its publisher (or ``ZOO_MIRROR``), checked against the digest
+  the publisher states (``digest`` is optional: not every publisher states one), converted once with the
+  ``zoo.pretrained.convert`` format and cached (``zoo.pretrained.releases``). Such an entry has no ``sha256`` (the
+  converted files are made on the user's machine), states the ``encoder`` part the conversion must produce, and
+  may quote ``reported``: the accuracy the publisher states, with its protocol.
 
 The package registry is ``zoo/_weights/registry.json``; ``ZOO_REGISTRY`` (paths separated by ``os.pathsep``) adds
 more registry files on top, and a name defined twice is an error rather than a silent override.
@@ -20,7 +26,7 @@ import fnmatch
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -35,7 +41,10 @@ LOADED_FILES = ("config.json", "model.safetensors")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_SOURCE_KEYS = {"package": {"folder"}, "hf-hub": {"repo_id", "revision"}, "local-hub": {"root", "repo_id", "revision"}}
+_SOURCE_KEYS = {"package": {"folder"}, "hf-hub": {"repo_id", "revision"}, "local-hub": {"root", "repo_id", "revision"},
+                "release": {"url", "format"}}
+_OPTIONAL_SOURCE_KEYS = {"release": {"digest", "cited"}}
+_REPORTED_KEYS: Dict[str, Any] = {"metric": str, "value": (int, float), "protocol": str, "source": str}
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class WeightsEntry:
     metric_commands: Dict[str, str] = field(default_factory=dict)  # how each metric was measured
     training: Dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    reported: Dict[str, Any] = field(default_factory=dict)  # the publisher's own figure (release entries)
+    encoder: Dict[str, Any] = field(default_factory=dict)   # the encoder part a release converts into
     base_dir: Path = Path(".")  # the registry file's folder: relative package folders and hub roots start here
 
     @property
@@ -66,6 +77,8 @@ class WeightsEntry:
             return f"inside the contrastive-zoo package (zoo/_weights/{self.source['folder']})"
         if self.kind == "hf-hub":
             return f"Hugging Face Hub repo {self.source['repo_id']} at revision {self.source['revision']}"
+        if self.kind == "release":
+            return f"released by its publisher at {self.source['url']}, converted into the zoo cache on first load"
         return (f"local directory hub {self.local_root()} repo {self.source['repo_id']} at revision "
                 f"{self.source['revision']}")
 
@@ -76,9 +89,16 @@ class WeightsEntry:
         return (self.base_dir / self.source["root"]).resolve()
 
     def to_json(self) -> Dict[str, Any]:
-        data = {k: getattr(self, k) for k in ("method", "dataset", "source", "sha256", "input", "num_features", "license",
-                                             "metrics", "metric_commands", "training", "summary")}
+        """The entry as its registry file holds it (every field but the name and the file's folder; empty
+        optional fields left out)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "base_dir")}
+        data = {k: v for k, v in data.items() if v or k in _REQUIRED_FIELDS}
         return json.loads(json.dumps(data))
+
+
+_REQUIRED_FIELDS = {"method": str, "dataset": str, "source": dict, "sha256": dict, "input": dict, "num_features": int,
+                   "license": str}
+_OPTIONAL_FIELDS = {"metrics", "metric_commands", "training", "summary", "reported", "encoder"}
 
 
 def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
@@ -87,30 +107,59 @@ def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
         raise ZooError(f"{where}: names are lower-case letters, digits, '_', '.', '-'")
     if not isinstance(data, dict):
         raise ZooError(f"{where} must be a JSON object")
-    for key, kind in (("method", str), ("dataset", str), ("source", dict), ("sha256", dict), ("input", dict),
-                      ("num_features", int)):
-        if not isinstance(data.get(key), kind):
-            raise ZooError(f"{where}: field {key!r} must be {kind.__name__}")
-    src = data["source"]
-    expected = _SOURCE_KEYS.get(src.get("kind"))
-    if expected is None:
-        raise ZooError(f"{where}: source.kind must be one of {sorted(_SOURCE_KEYS)}, got {src.get('kind')!r}")
-    if set(src) - {"kind"} != expected or not all(isinstance(src[k], str) for k in expected):
-        raise ZooError(f"{where}: a {src['kind']} source has exactly the string fields {sorted(expected)}")
-    if "revision" in src and not _COMMIT.match(src["revision"]):
-        raise ZooError(f"{where}: revision must be a 40-hex commit sha (a pinned revision), got {src['revision']!r}")
-    for fname in LOADED_FILES:
-        if not _SHA256.match(str(data["sha256"].get(fname, ""))):
-            raise ZooError(f"{where}: sha256 of {fname} is missing or not 64 hex digits")
     if "license" not in data:
         raise ZooError(f"{where}: field 'license' is missing (the weights' licence, e.g. {PROJECT_LICENSE!r} for "
                        "weights trained by this project)")
+    release = isinstance(data.get("source"), dict) and data["source"].get("kind") == "release"
+    data = {"sha256": {}, **data} if release else data
+    for key, kind in _REQUIRED_FIELDS.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise ZooError(f"{where}: field {key!r} must be {kind.__name__}")
+    _check_source(data["source"], where)
+    if release:
+        _check_release(data, where)
+    else:
+        for fname in LOADED_FILES:
+            if not _SHA256.match(str(data["sha256"].get(fname, ""))):
+                raise ZooError(f"{where}: sha256 of {fname} is missing or not 64 hex digits")
     check_license(data["license"], where)
-    known = {"method", "dataset", "source", "sha256", "input", "num_features", "license", "metrics", "metric_commands",
-             "training", "summary"}
+    known = set(_REQUIRED_FIELDS) | _OPTIONAL_FIELDS
     if set(data) - known:
         raise ZooError(f"{where}: unknown field(s) {sorted(set(data) - known)}")
     return WeightsEntry(name=name, base_dir=base_dir, **{k: data[k] for k in known if k in data})
+
+
+def _check_source(src: Dict[str, Any], where: str) -> None:
+    expected = _SOURCE_KEYS.get(src.get("kind"))  # type: ignore[arg-type]
+    if expected is None:
+        raise ZooError(f"{where}: source.kind must be one of {sorted(_SOURCE_KEYS)}, got {src.get('kind')!r}")
+    optional = _OPTIONAL_SOURCE_KEYS.get(src["kind"], set())
+    keys = set(src) - {"kind"}
+    if not expected <= keys or keys - expected - optional or not all(isinstance(src[k], str) for k in keys):
+        extra = f" (optional: {sorted(optional)})" if optional else ""
+        raise ZooError(f"{where}: a {src['kind']} source has exactly the string fields {sorted(expected)}{extra}")
+    if "revision" in src and not _COMMIT.match(src["revision"]):
+        raise ZooError(f"{where}: revision must be a 40-hex commit sha (a pinned revision), got {src['revision']!r}")
+
+
+def _check_release(data: Dict[str, Any], where: str) -> None:
+    """A release entry: an http(s) URL, a digest of a known form, the publisher's figure with its protocol."""
+    from zoo.pretrained.download import Digest
+
+    src = data["source"]
+    if not re.match(r"^https?://[^/\s]+/\S+$", src["url"]):
+        raise ZooError(f"{where}: source.url must be an http(s) URL of the file, got {src['url']!r}")
+    if "digest" in src:
+        Digest.parse(src["digest"], f"{where}: source")
+    if data["sha256"]:
+        raise ZooError(f"{where}: a release entry has no sha256 (its converted files are made on the user's machine)")
+    reported = data.get("reported", {})
+    if not isinstance(reported, dict) or (reported and (set(reported) != set(_REPORTED_KEYS) or not all(
+            isinstance(reported[k], t) and not isinstance(reported[k], bool) for k, t in _REPORTED_KEYS.items()))):
+        raise ZooError(f"{where}: reported must be {{'metric': str, 'value': number, 'protocol': str, 'source': str}} "
+                       f"(the figure the publisher states, how it was measured, and where), got {reported!r}")
+    if "encoder" in data and not isinstance(data["encoder"], dict):
+        raise ZooError(f"{where}: encoder must be the encoder part as a JSON object")
 
 
 class WeightsRegistry:

@@ -49,7 +49,9 @@ _ALIASES = {"imagenet2012": "imagenet", "imagenet1k": "imagenet", "imagenet128":
 
 def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = None, dataset: Optional[str] = None,
                   method: Optional[str] = None, license: Optional[str] = None,
-                  reported: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> str:
+                  reported: Optional[Dict[str, Any]] = None, overwrite: bool = False,
+                  certificate: Optional[Mapping[str, Any]] = None, where: Optional[str] = None,
+                  expect_encoder: Optional[Mapping[str, Any]] = None, expect_features: Optional[int] = None) -> str:
     """Convert a released checkpoint's encoder into an exported folder loadable by ``zoo.load_encoder(out)``.
 
     Args:
@@ -62,9 +64,14 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
             release does not fix it); default: the checkpoint's hyper-parameters, else inferred from the stem.
         method: the method row, for frameworks whose checkpoints do not say (solo_learn, lightly, vissl, mmselfsup).
         license: the weights' licence id when it differs from the format's (the release's repository licence).
-        reported: the accuracy the release's authors state, ``{"metric": ..., "value": ..., "source": ...}``;
-            known file names of a format default it.
+        reported: the accuracy the release's authors state, ``{"metric": ..., "value": ..., "source": ...}``
+            (and optionally ``"protocol"``); known file names of a format default it.
         overwrite: replace ``out`` if it exists.
+        certificate: a release entry's conversion certificate (``zoo.pretrained.releases``), kept in the config as
+            ``conversion`` and shown on the card.
+        where: the card's "where the weights are" text.
+        expect_encoder, expect_features: what a release entry says the file holds; a file that converts into
+            another encoder is refused (a wrong URL or a changed file).
     """
     fmt = FORMATS.get_format(format)
     file = Path(path)
@@ -83,18 +90,29 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
     if row == "swav":  # SwAV's small crops: 96 px of 224 on ImageNet, 36 of 96 on STL-10 (pl_bolts' recipes)
         augment["small_size"] = {"imagenet": 96, "stl10": 36}.get(preset, max(8, round(augment["size"] * 96 / 224)))
     spec = get_method(row).with_overrides(augment=augment, encoder=trunk.part.to_dict())
+    if expect_encoder is not None and dict(expect_encoder) != trunk.part.to_dict():
+        raise ZooError(f"{file.name} holds the encoder {trunk.part.to_dict()}, but its release entry states "
+                       f"{dict(expect_encoder)}")
     encoder = build_encoder(spec.encoder)
     weights = dict(trunk.state)
     for key, value in encoder.state_dict().items():  # counters older checkpoints lack; unused at evaluation
         if key.endswith("num_batches_tracked") and key not in weights:
             weights[key] = torch.zeros_like(value)
     load_state_strict(encoder, weights, f"{file.name} ({format} encoder weights)")
+    if expect_features is not None and encoder.num_features != expect_features:
+        raise ZooError(f"{file.name} gives {encoder.num_features} features, but its release entry states "
+                       f"{expect_features}")
+    if license is None and fmt.license is None:
+        raise ZooError(f"{format}: files in this format carry different licences ({fmt.options.get('license_why')}); "
+                       f"name this file's with license= (--license)")
     license = check_license(license or fmt.license, f"{format} license")
     extra = {"imported_from": {"file": file.name, "sha256": sha256_of(file), "format": format,
                                "layout_from": fmt.source},
              "reported": _reported(fmt, file.name, reported)}
-    where = (f"Imported from a legacy {format} checkpoint ({file.name}) into a local exported folder; "
-             "not published to any hub yet.")
+    if certificate is not None:
+        extra["conversion"] = dict(certificate)
+    where = where or (f"Imported from a legacy {format} checkpoint ({file.name}) into a local exported folder; "
+                      "not published to any hub yet.")
     if trunk.unused:
         dropped = {**dropped, "never applied by the original": len(trunk.unused)}
     recipe = {"legacy_format": format, "legacy_checkpoint": file.name, "legacy_hyper_parameters": plain(hparams),
@@ -144,8 +162,11 @@ def _reported(fmt: LegacyFormat, basename: str, given: Optional[Mapping[str, Any
     if given is None:
         known = fmt.reported.get(basename)
         return known.to_config() if known is not None else None
-    if not isinstance(given, Mapping) or set(given) != {"metric", "value", "source"} \
+    keys = set(given) if isinstance(given, Mapping) else set()
+    if not {"metric", "value", "source"} <= keys or keys - {"metric", "value", "source", "protocol"} \
             or not isinstance(given["value"], (int, float)) or isinstance(given["value"], bool):
-        raise ZooError(f"reported must be {{'metric': str, 'value': number, 'source': str}} (the figure the "
-                       f"release's authors state and where), got {given!r}")
-    return Reported(str(given["metric"]), float(given["value"]), str(given["source"])).to_config()
+        raise ZooError(f"reported must be {{'metric': str, 'value': number, 'source': str}} and optionally "
+                       f"'protocol' (the figure the release's authors state, how, and where), got {given!r}")
+    assert isinstance(given, Mapping)
+    config = Reported(str(given["metric"]), float(given["value"]), str(given["source"])).to_config()
+    return {**config, "protocol": str(given["protocol"])} if "protocol" in given else config
