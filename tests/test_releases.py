@@ -295,3 +295,13 @@ def test_online_each_release_downloads_and_matches_its_publishers_digest(name, t
     kept = next(p for p in (tmp_path / "cache" / "downloads").rglob("*") if p.is_file())
     assert file_digests(kept)["sha256"] == cert["source_sha256"]
     assert encoder.num_features == RELEASES[name].num_features
+
+
+def test_readme_lists_the_release_entries_as_the_registry_has_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "empty"))  # sizes as counted, not as one machine cached them
+    monkeypatch.delenv("ZOO_REGISTRY", raising=False)
+    assert main(["releases", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- release-table:", 1)[1].split("\n", 1)[1].split("<!-- /release-table -->")[0]
+    assert block.strip() == table, "README's release table is stale: paste `python -m training releases --markdown`"

@@ -74,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
                         "import-legacy": import_legacy_command, "releases": releases}
             if argv[0] == "releases":
-                argv = ["--json_output=true" if a == "--json" else a for a in argv]
+                argv = [{"--json": "--json_output=true", "--markdown": "--markdown=true"}.get(a, a) for a in argv]
             result = auto_cli(commands, args=dashes_to_underscores(argv))
             if isinstance(result, dict):
                 print(json.dumps(result, indent=2))

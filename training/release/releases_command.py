@@ -20,17 +20,32 @@ from zoo.pretrained.releases import cache_root, install_release, list_releases, 
 from zoo.pretrained.weights_registry import open_registry
 
 
-def releases(json_output: bool = False, registry: Optional[str] = None) -> str:
+def releases(json_output: bool = False, markdown: bool = False, registry: Optional[str] = None) -> str:
     """List the release entries (see the module docstring).
 
     Args:
         json_output: print JSON (one object per entry) instead of a table.
+        markdown: print README's table of release entries (a test holds README to it).
         registry: a weights registry file to list instead of the package's (and ``ZOO_REGISTRY``'s).
     """
     rows = list_releases(open_registry(registry))
     if json_output:
         return json.dumps(rows, indent=2)
+    if markdown:
+        return release_markdown(rows)
     return release_table(rows) + f"\n\ncache: {cache_root()} (ZOO_CACHE)"
+
+
+def release_markdown(rows: List[Dict[str, Any]]) -> str:
+    """README's table: name, method, dataset, the top-1 its publisher reports, licence, size of the weights."""
+    lines = ["| `zoo.load_encoder(...)` | method | data | reported top-1 | licence | digest | size |",
+             "|---|---|---|---:|---|---|---:|"]
+    for row in rows:
+        name = row["name"] + "".join(f"`, `{a}" for a in row["default_for"])
+        size = f"{row['size_bytes'] / 1e6:.0f} MB" if row["size_bytes"] else "?"
+        lines.append(f"| `{name}` | {row['method']} | {row['dataset']} | {row['reported_top1']} | {row['license']} | "
+                     f"{row['digest']} | {size} |")
+    return "\n".join(lines)
 
 
 def release_table(rows: List[Dict[str, Any]]) -> str:

@@ -127,16 +127,19 @@ def parse_config(data: bytes, source: str = CONFIG) -> Dict[str, Any]:
     return validate_config(config, source=source)
 
 
-def build_from_config(config: Mapping[str, Any], source: str) -> Encoder:
-    """The encoder architecture a validated config describes, with fresh (random) weights."""
+def build_from_config(config: Mapping[str, Any], source: str, on_meta: bool = False) -> Encoder:
+    """The encoder architecture a validated config describes, with fresh (random) weights; ``on_meta``: on the
+    meta device, allocating nothing, for weights to be assigned."""
     part = Part.from_dict(config["encoder"])
     try:
         with torch.device("meta"):  # count parameters before allocating any: absurd sizes fail here, cheaply
-            n_params = sum(p.numel() for p in build_encoder(part).parameters())
+            encoder = build_encoder(part)
+        n_params = sum(p.numel() for p in encoder.parameters())
         if n_params > MAX_PARAMETERS:
             raise ZooError(f"{source}: config.json's encoder {config['encoder']} would have {n_params:,} "
                            f"parameters (more than {MAX_PARAMETERS:,}); refusing to build it")
-        encoder = build_encoder(part)
+        if not on_meta:
+            encoder = build_encoder(part)
     except ZooError:
         raise
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # e.g. a size given as a string
@@ -150,16 +153,24 @@ def build_from_config(config: Mapping[str, Any], source: str) -> Encoder:
 
 
 def encoder_from_files(config: Mapping[str, Any], weights: bytes, source: str) -> Encoder:
-    """Build the encoder of ``config`` and load ``model.safetensors`` bytes into it strictly, in eval mode."""
+    """Build the encoder of ``config`` and load ``model.safetensors`` bytes into it strictly, in eval mode.
+
+    The architecture is built on the meta device and the weights are assigned to it, so no random initialisation
+    is computed only to be overwritten (for a ResNet-50 that is most of the load); an encoder holding buffers the
+    file does not carry (non-persistent ones) is built for real instead.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
-    encoder = build_from_config(config, source)
     try:
-        state = load_safetensors(bytes(weights))
+        state = load_safetensors(weights)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ZooError(f"{source}: {WEIGHTS} is not a readable safetensors file: {err}") from None
-    load_state_strict(encoder, state, f"{source}: {WEIGHTS}")
+    encoder = build_from_config(config, source, on_meta=True)
+    load_state_strict(encoder, state, f"{source}: {WEIGHTS}", assign=True)
+    if any(t.is_meta for t in (*encoder.parameters(), *encoder.buffers())):
+        encoder = build_from_config(config, source)
+        load_state_strict(encoder, state, f"{source}: {WEIGHTS}")
     return encoder.eval()
 
 
@@ -172,8 +183,9 @@ def load_exported(folder: str | os.PathLike) -> Encoder:
     return encoder_from_files(config, weights.read_bytes(), str(folder))
 
 
-def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with one readable error for missing, unexpected or mis-shaped keys."""
+def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], source: str, assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with one readable error for missing, unexpected or mis-shaped keys
+    (``assign``: the tensors become the module's, as for a module built on the meta device)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -190,7 +202,7 @@ def load_state_strict(module: torch.nn.Module, state: Mapping[str, Tensor], sour
         if shapes:
             parts.append(f"wrong shapes {shapes[:3]}")
         raise ZooError(f"{source} does not match the encoder (strict load): {'; '.join(parts)}")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 class EvalTransform:

@@ -89,10 +89,10 @@ class WeightsEntry:
         return (self.base_dir / self.source["root"]).resolve()
 
     def to_json(self) -> Dict[str, Any]:
-        """The entry as its registry file holds it (every field but the name and the file's folder; empty
-        optional fields left out)."""
+        """The entry as its registry file holds it: every field but the name and the file's folder (``reported``
+        and ``encoder``, which only release entries have, left out when empty)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "base_dir")}
-        data = {k: v for k, v in data.items() if v or k in _REQUIRED_FIELDS}
+        data = {k: v for k, v in data.items() if v or k not in ("reported", "encoder")}
         return json.loads(json.dumps(data))
 
 
