@@ -305,3 +305,22 @@ def test_readme_lists_the_release_entries_as_the_registry_has_them(tmp_path, mon
     readme = (REPO / "README.md").read_text()
     block = readme.split("<!-- release-table:", 1)[1].split("\n", 1)[1].split("<!-- /release-table -->")[0]
     assert block.strip() == table, "README's release table is stale: paste `python -m training releases --markdown`"
+
+
+def test_the_progress_bar_shows_only_when_asked_or_on_a_terminal(server, tmp_path, capsys, monkeypatch):
+    registry, *_ = serve(server, tmp_path, "simclr.imagenet.lightly")
+    zoo.load_encoder("simclr.imagenet.lightly", registry=registry)  # stderr is no terminal under pytest
+    assert "%|" not in capsys.readouterr().err
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache2"))
+    zoo.load_encoder("simclr.imagenet.lightly", registry=registry, progress=True)
+    bar = capsys.readouterr().err
+    assert "epoch=99-step=500400.ckpt" in bar and "100%|" in bar
+
+
+def test_an_unwritable_cache_is_one_line(server, tmp_path, monkeypatch):
+    registry, *_ = serve(server, tmp_path, "moco_v2.imagenet")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "file" / "cache"))  # a path under a file: never creatable
+    with pytest.raises(ZooError, match=r"^cannot create .*/file/cache/locks in the zoo cache \(Not a directory\); "
+                                       r"point ZOO_CACHE at a writable folder$"):
+        zoo.load_encoder("moco_v2.imagenet", registry=registry)

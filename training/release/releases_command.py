@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from zoo.errors import ZooError
 from zoo.pretrained.convert import import_legacy
-from zoo.pretrained.releases import cache_root, install_release, list_releases, release_folder
+from zoo.pretrained.releases import cache_root, entry_lock, install_release, list_releases, release_folder
 from zoo.pretrained.weights_registry import open_registry
 
 
@@ -98,5 +98,6 @@ def import_legacy_command(path: str, *, format: Optional[str] = None, out: Optio
     file = Path(path)
     if not file.is_file():
         raise ZooError(f"{path} does not exist")
-    install_release(entry, file, downloaded_from=f"a local file, {file.name} (import-legacy --release)")
+    with entry_lock(entry):
+        install_release(entry, file, downloaded_from=f"a local file, {file.name} (import-legacy --release)")
     return str(release_folder(entry))

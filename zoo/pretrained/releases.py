@@ -26,8 +26,9 @@ import json
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 from urllib.parse import unquote, urlsplit
 
 from zoo.atomic import atomic_write_text
@@ -100,17 +101,9 @@ def ensure_release(entry: WeightsEntry, progress: Optional[bool] = None,
         raise ZooError(f"{entry.name} is not in the zoo cache ({release_folder(entry)}) and {variable}=1 forbids the "
                        f"network: fetch {entry.source['url']} by hand, then run `python -m training import-legacy "
                        f"FILE --release {entry.name}`")
-    from filelock import FileLock, Timeout
-
     root = cache_root()
-    lock = FileLock(str(_made(root / "locks") / f"{entry.name}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"{entry.name}: another process is downloading it; waiting for it to finish", file=sys.stderr)
-        lock.acquire()
-    try:
-        cert = cached_release(entry)  # the other process may have finished it
+    with entry_lock(entry):
+        cert = cached_release(entry)  # another process may have finished it while this one waited
         if cert is not None:
             return cert
         url = download_url(entry.source["url"])
@@ -126,6 +119,21 @@ def ensure_release(entry: WeightsEntry, progress: Optional[bool] = None,
         _notice(entry)
         keep = keep_source if keep_source is not None else os.environ.get("ZOO_KEEP_DOWNLOADS", "").lower() in _TRUE
         return install_release(entry, full, downloaded_from=url, digests=digests, consume=not keep)
+
+
+@contextmanager
+def entry_lock(entry: WeightsEntry) -> Iterator[None]:
+    """One process at a time fetches or converts an entry (``ZOO_CACHE/locks/NAME.lock``); the others wait."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(_made(cache_root() / "locks") / f"{entry.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"{entry.name}: another process is fetching or converting it; waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
     finally:
         lock.release()
 
@@ -262,7 +270,11 @@ def _notice(entry: WeightsEntry) -> None:
 
 
 def _made(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ZooError(f"cannot create {folder} in the zoo cache ({err.strerror}); point ZOO_CACHE at a writable "
+                       "folder") from None
     return folder
 
 
