@@ -125,7 +125,7 @@ def reproducing_command(given: Dict[str, Any]) -> str:
 
 
 def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[str] = None, download: bool = False,
-             out: Optional[str] = None, record: Optional[str] = None, developer: bool = False,
+             out: Optional[str] = None, record: Optional[str] = None, maintainer: bool = False,
              baselines: bool = False, registry: Optional[str] = None, k: int = 200, temperature: float = 0.1,
              val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4,
              train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
@@ -142,7 +142,8 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
             a folder that gets ``ENCODER_DATA_PROTOCOL.json`` (ENCODER's last path part). Default: print only.
         record: record the test top-1 there: a weights registry file defining the entry (its registry entry and
             its card are updated together), or the exported folder that is the encoder. Default: record nothing.
-        developer: allow ``record`` to write into the installed package's own weights (maintainers only).
+        maintainer: allow ``record`` to write into the installed package's own weights (maintainers only;
+            ``ZOO_MAINTAINER=1`` does the same).
         baselines: also evaluate the random-init encoder of the same architecture and raw pixels, same protocol,
             and print the three rows as a table.
         registry: the weights registry to resolve names in (default: the package's, read only).
@@ -163,7 +164,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     if record:
         from training.release.results import check_record_target
 
-        check_record_target(record, developer)  # before the work: a refused target costs nothing
+        check_record_target(record, maintainer)  # before the work: a refused target costs nothing
     model = zoo.load_encoder(encoder, registry=registry)
     dm = datamodule_for(data, root, download, model, seed)
     options = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
@@ -180,7 +181,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
         from training.release.results import record_result
 
         result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", result["top1"], command,
-                                              record=record, registry=registry, developer=developer)
+                                              record=record, registry=registry, maintainer=maintainer)
     return result
 
 

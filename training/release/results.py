@@ -9,7 +9,9 @@
 - or the exported folder that is the evaluated encoder: its ``config.json`` gains the metric, ``README.md`` is
   re-rendered.
 
-Nothing is written at run time into the installed package (``zoo/_weights``) unless ``developer`` is set. The
+Nothing is written into the installed package (``zoo/_weights``) unless a maintainer asks (``maintainer``, or
+``ZOO_MAINTAINER=1``), and an entry's card is only rewritten inside its registry's folder (the registry refuses
+entries whose ``folder`` leads elsewhere, ``zoo.pretrained.weights_registry``). The
 files of one record are written to temporary files first and then renamed one after the other; if a rename
 fails, the files already replaced are restored, so the registry entry and the card change together or not at
 all. Weights and the sha256-checked ``config.json`` of registry entries are never touched.
@@ -26,40 +28,27 @@ from typing import Dict, List, Optional, Tuple
 
 from filelock import FileLock
 
-import zoo
 from training.release.publish import package_where
 from zoo.errors import ZooError
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
 from zoo.pretrained.sources import resolve_source
-from zoo.pretrained.weights_registry import open_registry, record_entry
+from zoo.pretrained.weights_registry import check_package_write, open_registry, record_entry
 
 
-def package_dir() -> Path:
-    """The installed ``zoo`` package's folder (its weights, registry and cards live under it)."""
-    return Path(zoo.__file__).resolve().parent
-
-
-def inside_package(path: Path) -> bool:
-    return path.resolve().is_relative_to(package_dir())
-
-
-def check_record_target(record: str, developer: bool = False) -> Path:
+def check_record_target(record: str, maintainer: bool = False) -> Path:
     """``record`` as a path, refused (one ZooError line) when it is missing or inside the installed package
-    without ``developer``."""
+    without ``maintainer``."""
     path = Path(record).expanduser()
     if not path.exists():
         raise ZooError(f"--record {record}: no such registry file or exported folder")
-    if inside_package(path) and not developer:
-        raise ZooError(f"--record {record} is inside the installed package ({package_dir()}); record into a "
-                       "registry file of your own, or pass --developer to update the package's weights")
-    return path
+    return check_package_write(path, "--record", maintainer)
 
 
 def record_result(spec: str, key: str, value: float, command: Optional[str], *, record: str,
-                  registry: Optional[str] = None, developer: bool = False) -> str:
+                  registry: Optional[str] = None, maintainer: bool = False) -> str:
     """Record ``key`` (``DATASET/PROTOCOL``) = ``value`` for the encoder ``spec`` into ``record``; returns where."""
-    target = check_record_target(record, developer)
+    target = check_record_target(record, maintainer)
     value, command = round(float(value), 4), command or ""
     source = resolve_source(spec, registry=registry)
     if source.kind == "folder":
@@ -85,24 +74,22 @@ def record_result(spec: str, key: str, value: float, command: Optional[str], *, 
     data["metric_commands"][key] = command
     with FileLock(str(target.with_name(f".{target.name}.lock")), timeout=60):  # as publishers lock it
         files = [(target, updated_registry_text(target, entry.name, data))]
-        files += package_card(entry, data, developer)
+        files += package_card(entry, data, target, maintainer)
         replace_together(files, where=record)
     if entry.kind != "package":
         return f"{target} (registry only: the card in the hub repository is not rewritten)"
     return f"{target} and {files[1][0]}"
 
 
-def package_card(entry, data: Dict, developer: bool) -> List[Tuple[Path, str]]:
+def package_card(entry, data: Dict, registry: Path, maintainer: bool) -> List[Tuple[Path, str]]:
     """``[(card path, re-rendered card)]`` for weights stored beside their registry, else ``[]``."""
     if entry.kind != "package":
         return []
-    folder = Path(entry.package_folder())
-    if inside_package(folder) and not developer:
-        raise ZooError(f"the card of {entry.name} is inside the installed package ({folder}); pass --developer")
+    folder = check_package_write(Path(entry.package_folder()), f"the card of {entry.name}:", maintainer)
     config = read_config(folder)
     return [(folder / CARD, render_card(
         {**config, "name": entry.name, "metrics": data["metrics"], "metric_commands": data["metric_commands"]},
-        sha256=entry.sha256[WEIGHTS], load_id=entry.name, where=package_where(entry.name)))]
+        sha256=entry.sha256[WEIGHTS], load_id=entry.name, where=package_where(entry.name, registry)))]
 
 
 def updated_registry_text(path: Path, name: str, data: Dict) -> str:

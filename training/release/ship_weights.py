@@ -7,9 +7,9 @@
 2. export of the last checkpoint, loaded back with ``zoo.load_encoder``,
 3. our frozen-feature evaluation on the Fashion-MNIST test split (kNN k=200 and a linear probe, bank/probe on
    the 60k training images),
-4. ``publish --package``: the folder goes to ``zoo/_weights/METHOD.fashion_mnist`` (with ``golden.safetensors``,
-   see ``zoo.pretrained.golden``) and the entry, with the
-   measured accuracies and how it was trained, into the package weights registry.
+4. ``publish --package --maintainer``: the folder goes to ``zoo/_weights/METHOD.fashion_mnist`` (with
+   ``golden.safetensors``, see ``zoo.pretrained.golden``) and the entry, with the measured accuracies and how it
+   was trained, into the package weights registry (this tool is the maintainers' way to write into the package).
 
 Maintainers run this; it is not part of the tests or the demo (about 5 minutes per method on a 2-core CPU).
 """
@@ -89,7 +89,7 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
                "bank/probe: the 60k training images)")
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", overwrite=True,
                           training=training, metrics=metrics, metric_commands={k: how for k in metrics})
-        result = publish(str(folder), package=True, registry=str(registry))
+        result = publish(str(folder), package=True, registry=str(registry), maintainer=True)
         write_golden(name, Path(registry).parent / name, str(registry))  # features of a fixed batch
     row = {"name": name, **metrics, "train_seconds": round(seconds, 1),
            "eval_seconds": round(time.perf_counter() - start, 1), "sha256": result["sha256"]}

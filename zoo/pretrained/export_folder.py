@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Optional
 from zoo.errors import ZooError
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import FORMAT, load_exported, write_exported
+from zoo.pretrained.weights_registry import check_entry_name, check_package_write
 
 
 def git_commit() -> Optional[str]:
@@ -38,8 +39,11 @@ def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: 
     The input block comes from the method's augmentation: its size (an int or [h, w]), normalisation (one
     channel's statistics replicated for a grey dataset fed to a 3-channel trunk) and, for patch-grid methods
     (CPC), the patch grid evaluation encodes and averages over. ``extra`` adds top-level fields that no builder
-    field covers (an import's ``license``, ``imported_from`` and ``reported``); it cannot replace one.
+    field covers (an import's ``license``, ``imported_from`` and ``reported``); it cannot replace one. ``name``,
+    when given, must be a weights entry name (``check_entry_name``): publishing makes it a folder name.
     """
+    if name is not None:
+        check_entry_name(name, "--name")
     aug = method.augment.kwargs
     size = aug["size"] if isinstance(aug["size"], (list, tuple)) else [aug["size"], aug["size"]]
     channels = int(encoder.in_channels)
@@ -84,7 +88,9 @@ def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[s
                  where: Optional[str] = None, overwrite: bool = False, license: Optional[str] = None,
                  extra: Optional[Mapping[str, Any]] = None) -> Path:
     """Build the config (``exported_config``) and card, write the folder atomically (``zoo.pretrained.exported.write_exported``:
-    staged beside ``out``, validated, then renamed) and check that it loads back strictly."""
+    staged beside ``out``, validated, then renamed) and check that it loads back strictly. ``out`` inside the
+    installed package is refused unless ``ZOO_MAINTAINER=1`` (the package is read-only unless asked)."""
+    check_package_write(out, "--out")
     config = exported_config(method, encoder, name=name, dataset=dataset, recipe=recipe, training=training,
                              metrics=metrics, metric_commands=metric_commands, license=license, extra=extra)
     card = render_card(config, load_id=str(out), **({"where": where} if where else {}))

@@ -50,6 +50,23 @@ def _head(git_dir: Path) -> Optional[str]:
     return out.stdout.decode().strip() or None
 
 
+def head(root: str | os.PathLike, repo_id: str) -> Optional[str]:
+    """The commit ``main`` points at, or None when the repository does not exist yet or has no commit."""
+    git_dir = repo_path(root, repo_id)
+    return _head(git_dir) if (git_dir / "HEAD").is_file() else None
+
+
+def reset_branch(root: str | os.PathLike, repo_id: str, commit: str, parent: Optional[str]) -> None:
+    """Undo ``commit`` on ``main``: point the branch back at ``parent`` (delete it when ``parent`` is None), only
+    if it still points at ``commit`` (compare-and-swap, like the commit itself). The commit's objects stay,
+    unreachable, as after any discarded commit."""
+    git_dir = repo_path(root, repo_id)
+    if parent is None:
+        _git(git_dir, "update-ref", "-d", f"refs/heads/{BRANCH}", commit)
+    else:
+        _git(git_dir, "update-ref", f"refs/heads/{BRANCH}", parent, commit)
+
+
 def commit_files(root: str | os.PathLike, repo_id: str, files: Mapping[str, bytes], message: str,
                  parent: Optional[str] = None) -> str:
     """Commit ``files`` (flat names -> bytes) on top of ``main`` and return the new commit sha.

@@ -17,7 +17,14 @@ its default entry, so ``load_encoder("yadim")`` works. Each entry's ``source`` s
   may quote ``reported``: the accuracy the publisher states, with its protocol.
 
 The package registry is ``zoo/_weights/registry.json``; ``ZOO_REGISTRY`` (paths separated by ``os.pathsep``) adds
-more registry files on top, and a name defined twice is an error rather than a silent override.
+more registry files on top. An entry name defined twice is an error rather than a silent override; a later file's
+``defaults`` override earlier ones (a user's default for a method replaces the package's).
+
+Every path an entry names stays inside its registry's folder: a ``package`` entry's ``folder`` and a ``local-hub``
+entry's ``root`` are resolved (symbolic links followed) and must name a folder inside it, and entry names are single
+folder names (``check_entry_name``), so no entry can point a loader, a publisher or ``evaluate --record`` elsewhere.
+The installed package is read-only unless a maintainer asks (``check_package_write``: a flag, or
+``ZOO_MAINTAINER=1``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import fnmatch
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -36,9 +44,10 @@ from zoo.part_registry import unknown_name_message
 from zoo.pretrained.licenses import PROJECT_LICENSE, check_license
 
 FORMAT = "contrastive-zoo/weights-registry@1"
-PACKAGE_REGISTRY = Path(__file__).resolve().parents[1] / "_weights" / "registry.json"  # zoo/_weights
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the installed zoo package
+PACKAGE_REGISTRY = PACKAGE_DIR / "_weights" / "registry.json"
 LOADED_FILES = ("config.json", "model.safetensors")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")  # one folder name: never '.', '..' or a path
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SOURCE_KEYS = {"package": {"folder"}, "hf-hub": {"repo_id", "revision"}, "local-hub": {"root", "repo_id", "revision"},
@@ -73,8 +82,10 @@ class WeightsEntry:
 
     def where(self) -> str:
         """Where the weights are, in words (for cards and error messages)."""
-        if self.kind == "package":
+        if self.kind == "package" and inside_package(self.package_folder()):
             return f"inside the contrastive-zoo package (zoo/_weights/{self.source['folder']})"
+        if self.kind == "package":
+            return f"in the folder {self.package_folder()} beside its weights registry"
         if self.kind == "hf-hub":
             return f"Hugging Face Hub repo {self.source['repo_id']} at revision {self.source['revision']}"
         if self.kind == "release":
@@ -101,10 +112,28 @@ _REQUIRED_FIELDS = {"method": str, "dataset": str, "source": dict, "sha256": dic
 _OPTIONAL_FIELDS = {"metrics", "metric_commands", "training", "summary", "reported", "encoder"}
 
 
+def check_entry_name(name: Any, what: str) -> str:
+    """``name`` when it is a weights entry name (``METHOD.DATASET``: one folder name, never a path), else one
+    ZooError line starting with ``what`` (where the name came from: ``--name``, a file's field)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ZooError(f"{what} {name!r} is not a weights entry name: use lower-case letters, digits, '_', '.' and "
+                       "'-', starting with a letter or digit (e.g. 'yadim.fashion_mnist')")
+    return name
+
+
+def check_inside(base: Path, path: str | os.PathLike, what: str, hint: str = "") -> Path:
+    """``base / path`` resolved, which must be a folder strictly inside ``base`` (resolved too); else one ZooError
+    line: ``{what} {path!r} must name a folder inside the registry's folder {base}{hint}``."""
+    root = Path(base).resolve()
+    target = (root / path).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise ZooError(f"{what} {os.fspath(path)!r} must name a folder inside the registry's folder {root}{hint}")
+    return target
+
+
 def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
+    check_entry_name(name, f"{source}: entry")
     where = f"{source}: entry {name!r}"
-    if not _NAME.match(name):
-        raise ZooError(f"{where}: names are lower-case letters, digits, '_', '.', '-'")
     if not isinstance(data, dict):
         raise ZooError(f"{where} must be a JSON object")
     if "license" not in data:
@@ -116,6 +145,9 @@ def _entry(name: str, data: Any, base_dir: Path, source: str) -> WeightsEntry:
         if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
             raise ZooError(f"{where}: field {key!r} must be {kind.__name__}")
     _check_source(data["source"], where)
+    for key in ("folder", "root"):  # a package entry's folder, a local hub's root: inside the registry's folder
+        if key in data["source"]:
+            check_inside(base_dir, data["source"][key], f"{where}: source.{key}")
     if release:
         _check_release(data, where)
     else:
@@ -163,7 +195,8 @@ def _check_release(data: Dict[str, Any], where: str) -> None:
 
 
 class WeightsRegistry:
-    """Entries and default aliases read from one or more registry files (later files may not redefine names)."""
+    """Entries and default aliases read from one or more registry files: later files may not redefine entry names,
+    and their ``defaults`` override earlier ones."""
 
     def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
         self.paths = [Path(p) for p in paths]
@@ -177,11 +210,7 @@ class WeightsRegistry:
                     raise ZooError(f"weights entry {name!r} is defined in both {self.origin[name]} and {path}")
                 self.entries[name] = _entry(name, raw, path.parent, str(path))
                 self.origin[name] = path
-            for alias, target in data["defaults"].items():
-                if alias in self.defaults and self.defaults[alias] != target:
-                    raise ZooError(f"default for {alias!r} is set in two registries ({self.defaults[alias]!r} and "
-                                   f"{target!r} in {path})")
-                self.defaults[alias] = target
+            self.defaults.update(data["defaults"])  # the later registry's default for a method wins
         for alias, target in self.defaults.items():
             if target not in self.entries:
                 raise ZooError(f"default {alias!r} -> {target!r}: no such entry in {[str(p) for p in self.paths]}")
@@ -231,20 +260,67 @@ def open_registry(registry: Optional[str | os.PathLike] = None) -> WeightsRegist
     return WeightsRegistry(registry_paths(registry))
 
 
+def check_entry(path: str | os.PathLike, name: str, entry: Mapping[str, Any]) -> WeightsEntry:
+    """``entry`` validated as the registry file at ``path`` would hold it under ``name`` (nothing is written)."""
+    path = Path(path)
+    return _entry(name, dict(entry), path.parent, str(path))
+
+
 def record_entry(path: str | os.PathLike, name: str, entry: Mapping[str, Any], make_default: bool = False) -> None:
     """Add or replace ``name`` in the registry file at ``path`` (validated first, written atomically, under a lock
-    file so that concurrent publishers do not lose each other's entries)."""
+    file so that concurrent publishers do not lose each other's entries). A failed write (disk full, permissions)
+    is one ZooError line and leaves the file as it was."""
     from filelock import FileLock
 
     path = Path(path)
-    _entry(name, dict(entry), path.parent, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=60):  # concurrent publishers queue here
-        data = read_registry_file(path)
-        data["entries"][name] = dict(entry)
-        method = entry["method"]
-        if make_default or method not in data["defaults"]:
-            data["defaults"][method] = name
-        data["entries"] = dict(sorted(data["entries"].items()))
-        data["defaults"] = dict(sorted(data["defaults"].items()))
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    check_entry(path, name, entry)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=60):  # concurrent publishers queue here
+            data = read_registry_file(path)
+            data["entries"][name] = dict(entry)
+            method = entry["method"]
+            if make_default or method not in data["defaults"]:
+                data["defaults"][method] = name
+            data["entries"] = dict(sorted(data["entries"].items()))
+            data["defaults"] = dict(sorted(data["defaults"].items()))
+            atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except OSError as err:  # filelock's Timeout is an OSError too
+        raise ZooError(f"cannot write the weights registry {path}: {err.strerror or err}") from None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, with one ZooError line, a registry file that could not be recorded into: unreadable, or in a
+    folder that takes no new file (the lock and the atomic rename need one), or itself not writable."""
+    path = Path(path)
+    read_registry_file(path)
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # the nearest that exists
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ZooError(f"cannot write the weights registry {path}: {err.strerror or err}") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ZooError(f"cannot write the weights registry {path}: the file is read-only")
+
+
+def inside_package(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (resolved) is the installed package's folder or inside it."""
+    return Path(path).resolve().is_relative_to(PACKAGE_DIR.resolve())
+
+
+def maintainer_mode(flag: bool = False) -> bool:
+    """Whether the caller may write into the installed package: its own ``--maintainer`` flag, or
+    ``ZOO_MAINTAINER=1`` in the environment."""
+    return bool(flag) or os.environ.get("ZOO_MAINTAINER") == "1"
+
+
+def check_package_write(path: str | os.PathLike, what: str, maintainer: bool = False,
+                        flag: str = "--maintainer true") -> Path:
+    """``path``, refused with one ZooError line when it is inside the installed package and the caller is no
+    maintainer (``maintainer_mode``): no command writes into the package unless asked."""
+    if inside_package(path) and not maintainer_mode(maintainer):
+        raise ZooError(f"{what} {path} is inside the installed package ({PACKAGE_DIR}); write to a file of your own, "
+                       f"or pass {flag} (or set ZOO_MAINTAINER=1) to change what ships with the zoo")
+    return Path(path)
