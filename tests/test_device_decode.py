@@ -45,10 +45,10 @@ def test_device_decode_matches_the_worker_path(tmp_path):
     cpu = ImageFolderDataModule(root=str(tmp_path), load_size=64, batch_size=9, seed=3)
     dev = ImageFolderDataModule(root=str(tmp_path), load_size=64, batch_size=9, seed=3, decode="device")
     reference, ref_labels = _batches(cpu)
-    raw, labels = _batches(dev)
+    raw, labels, paths = _batches(dev)
     assert isinstance(raw, list) and all(r.dtype == torch.uint8 and r.dim() == 1 for r in raw)
     assert torch.equal(labels, ref_labels)
-    images, moved_labels = dev.transfer_batch_to_device((raw, labels), torch.device("cpu"), 0)
+    images, moved_labels = dev.transfer_batch_to_device((raw, labels, paths), torch.device("cpu"), 0)
     assert images.shape == reference.shape == (9, 3, 64, 64) and images.dtype == torch.uint8
     assert torch.equal(moved_labels, labels)
     # the same files through two JPEG decoders (PIL's and torchvision's libjpeg): equal up to rounding

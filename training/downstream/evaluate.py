@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -83,10 +84,12 @@ def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn"
     return result
 
 
-def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2):
+def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2,
+                      skip_unreadable: bool = False):
     """An ImageFolder dataset: ``root/train`` + ``root/test`` (or ``root/val``), or one folder of class folders
-    split by a seeded permutation into train and test (``test_fraction``)."""
-    from training.pretrain.data import ImageFolderDataModule, SplitFolderDataModule
+    split by a seeded permutation into train and test (``test_fraction``). An image that cannot be decoded stops
+    the evaluation with one line naming it, or with ``skip_unreadable`` is left out and counted (``dm.unreadable``)."""
+    from training.pretrain.data import ImageFolderDataModule, SplitFolderDataModule, UnreadableFiles
 
     path = Path(root).expanduser()
     if not path.is_dir():
@@ -95,18 +98,23 @@ def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: f
         test_dir = next((d for d in ("test", "val") if (path / d).is_dir()), None)
         if test_dir is None:
             raise ZooError(f"{path}/train exists but there is no {path}/test or {path}/val to test on")
-        return ImageFolderDataModule(root=str(path), load_size=load_size, test_dir=test_dir, seed=seed)
-    return SplitFolderDataModule(root=str(path), load_size=load_size, test_fraction=test_fraction, seed=seed)
+        dm = ImageFolderDataModule(root=str(path), load_size=load_size, test_dir=test_dir, seed=seed)
+    else:
+        dm = SplitFolderDataModule(root=str(path), load_size=load_size, test_fraction=test_fraction, seed=seed)
+    dm.unreadable = UnreadableFiles(skip_unreadable, "--skip-unreadable true")  # this command's option
+    return dm
 
 
-def datamodule_for(data: str, root: Optional[str], download: bool, encoder, seed: int = 0):
+def datamodule_for(data: str, root: Optional[str], download: bool, encoder, seed: int = 0,
+                   skip_unreadable: bool = False):
     from training.pretrain import data as datamodules
 
     named = {"fashion_mnist": datamodules.FashionMNISTDataModule, "cifar10": datamodules.CIFAR10DataModule,
              "stl10": datamodules.STL10DataModule}
     if data in named:
         return named[data](root=root, download=download, seed=seed)
-    return folder_datamodule(data, load_size=max(encoder.zoo_config["input"]["size"]), seed=seed)
+    return folder_datamodule(data, load_size=max(encoder.zoo_config["input"]["size"]), seed=seed,
+                             skip_unreadable=skip_unreadable)
 
 
 def reproducing_command(given: Dict[str, Any]) -> str:
@@ -128,7 +136,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
              out: Optional[str] = None, record: Optional[str] = None, maintainer: bool = False,
              baselines: bool = False, registry: Optional[str] = None, k: int = 200, temperature: float = 0.1,
              val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4,
-             train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
+             train_last: int = -1, batch_size: int = 256, skip_unreadable: bool = False) -> Dict[str, Any]:
     """Evaluate a pretrained encoder on a labelled dataset; by default only prints (nothing is written).
 
     Args:
@@ -156,17 +164,19 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
         encoder_lr: learning rate of the encoder (finetune).
         train_last: -1 fine-tunes the whole encoder, 0 none of it, N its last N top-level modules.
         batch_size: fine-tuning batch size.
+        skip_unreadable: leave out the images of a folder that cannot be decoded (a line on stderr counts and
+            names them; the result's ``skipped_unreadable`` counts them) instead of stopping at the first.
     """
     given = dict(encoder=encoder, data=data, protocol=protocol, root=root, registry=registry, k=k,
                  temperature=temperature, val_fraction=val_fraction, seed=seed, epochs=epochs, lr=lr,
-                 encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
+                 encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size, skip_unreadable=skip_unreadable)
     command = reproducing_command(given)
     if record:
         from training.release.results import check_record_target
 
         check_record_target(record, maintainer)  # before the work: a refused target costs nothing
     model = zoo.load_encoder(encoder, registry=registry)
-    dm = datamodule_for(data, root, download, model, seed)
+    dm = datamodule_for(data, root, download, model, seed, skip_unreadable)
     options = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
     tuning = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
     result = evaluate_encoder(model, dm, protocol, **options, **tuning)
@@ -175,6 +185,11 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
     if baselines:
         result["baselines"] = baseline_rows(encoder, registry, model, dm, protocol, result, options, tuning)
+    unreadable = getattr(dm, "unreadable", None)
+    if skip_unreadable and unreadable is not None:
+        result["skipped_unreadable"] = len(unreadable.files)
+        if unreadable.files:
+            print(unreadable.summary(), file=sys.stderr, flush=True)
     if out:
         write_outputs(Path(out), result, embedding, labels, f"{encoder} on {dataset}: test embeddings (PCA)")
     if record:

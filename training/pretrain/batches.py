@@ -61,11 +61,14 @@ class ResumableBatches:
         seed: the seed of every epoch's order.
         num_workers, collate_fn, persistent_workers: as for ``torch.utils.data.DataLoader``, which loads the
             planned batches (in worker processes when ``num_workers`` > 0).
+        receive: applied in this process to each batch the loader yields, before it is handed on (the image
+            folders settle there the files their workers could not decode).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, num_workers: int = 0,
-                 collate_fn: Optional[Callable] = None, persistent_workers: bool = False) -> None:
-        self.dataset, self.batch_size, self.seed = dataset, int(batch_size), int(seed)
+                 collate_fn: Optional[Callable] = None, persistent_workers: bool = False,
+                 receive: Optional[Callable[[Any], Any]] = None) -> None:
+        self.dataset, self.batch_size, self.seed, self.receive = dataset, int(batch_size), int(seed), receive
         self.sampler = _EpochOrder(len(dataset), self.seed)
         self._plan = _Plan()
         # own generator: creating worker iterators must not draw from the global RNG the augmentations use
@@ -103,7 +106,7 @@ class ResumableBatches:
         self._plan.batches = batches[start:]
         for batch in self._loader:
             self._served += 1
-            yield batch
+            yield batch if self.receive is None else self.receive(batch)
 
     # Lightning's stateful-iterable interface -------------------------------------------------------------------
     def state_dict(self) -> Dict[str, int]:

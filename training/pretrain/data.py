@@ -4,13 +4,21 @@ Datasets that fit in memory (Fashion-MNIST, CIFAR-10, STL-10) are held as one ui
 sliced from it, with no per-sample Python work. ImageFolder decodes in worker processes and resizes every image
 to a fixed ``load_size`` square so batches can be stacked. Every datamodule also serves the labelled split used
 as the kNN bank (``knn_bank_dataloader``) and the labelled test split (``test_dataloader``).
+
+A folder image that cannot be decoded (truncated, not an image) is reported by the worker that met it, in the
+batch, and the main process decides (``UnreadableFiles``): by default the run stops with one line naming the
+file; with ``skip_unreadable`` it is left out of evaluation batches, its place in a pre-training batch is taken by
+another image of the batch, and a line at the end counts and names them.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import sys
+from bisect import bisect_left
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from training.pretrain.batches import ResumableBatches
 from zoo.errors import ZooError
+from zoo.images import UnreadableImage, read_image
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DATA_HOME = Path.home() / ".cache" / "contrastive-zoo" / "data"
@@ -48,6 +57,22 @@ class InMemoryImages(Dataset):
 def batch_as_is(batch):
     """collate_fn for datasets that already return whole batches."""
     return batch
+
+
+class Received:
+    """A loader whose batches pass through ``receive`` in this process; batches it turns into None are left out."""
+
+    def __init__(self, loader: DataLoader, receive: Callable[[Any], Any]) -> None:
+        self.loader, self.receive = loader, receive
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            received = self.receive(batch)
+            if received is not None:
+                yield received
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -92,9 +117,16 @@ class ImageDataModule(pl.LightningDataModule):
         return {"num_workers": 0 if in_memory else self.num_workers, "collate_fn": batch_as_is if in_memory else None,
                 "persistent_workers": bool(self.num_workers) and not in_memory}
 
-    def _loader(self, data: Dataset, batch_size: int) -> DataLoader:
+    def _receive(self, data: Dataset, keep_size: bool) -> Optional[Callable[[Any], Any]]:
+        """What this process does with each batch of ``data``'s loader before handing it on (None: nothing);
+        ``keep_size`` for the pre-training stream, whose batches must keep their size."""
+        return None
+
+    def _loader(self, data: Dataset, batch_size: int) -> Any:
         """An evaluation loader: every image once, in order."""
-        return DataLoader(data, batch_size=batch_size, **self._loading(data))
+        loader = DataLoader(data, batch_size=batch_size, **self._loading(data))
+        receive = self._receive(data, keep_size=False)
+        return loader if receive is None else Received(loader, receive)
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.split("pretrain")
@@ -104,7 +136,8 @@ class ImageDataModule(pl.LightningDataModule):
         data = self.split("pretrain")
         if len(data) < self.batch_size:
             raise ZooError(f"the training split has {len(data)} images, fewer than one batch of {self.batch_size}")
-        return ResumableBatches(data, self.batch_size, seed=self.seed, **self._loading(data))
+        return ResumableBatches(data, self.batch_size, seed=self.seed, receive=self._receive(data, keep_size=True),
+                                **self._loading(data))
 
     def knn_bank_dataloader(self) -> DataLoader:
         return self._loader(self.split("train"), self.eval_batch_size)
@@ -217,20 +250,90 @@ class STL10DataModule(ImageDataModule):
         return InMemoryImages(torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64)))
 
 
+class Unreadable(NamedTuple):
+    """What a folder dataset returns in place of (image, label) for a file it cannot decode."""
+
+    path: str
+    reason: str
+
+
+class FolderBatch(NamedTuple):
+    """A batch as a folder's loader workers send it: the readable images and their labels, and the unreadable
+    files as (place in the batch, path, reason); ``size`` counts both."""
+
+    images: Optional[Tensor]
+    labels: Tensor
+    unreadable: List[Tuple[int, str, str]]
+    size: int
+
+
+def collate_readable(items: Sequence[Any]) -> FolderBatch:
+    """collate_fn of the folder datasets: the readable items stacked, the ``Unreadable`` ones listed."""
+    unreadable = [(i, item.path, item.reason) for i, item in enumerate(items) if isinstance(item, Unreadable)]
+    readable = [item for item in items if not isinstance(item, Unreadable)]
+    images = torch.stack([image for image, _ in readable]) if readable else None
+    return FolderBatch(images, torch.tensor([label for _, label in readable], dtype=torch.long), unreadable,
+                       len(items))
+
+
+class UnreadableFiles:
+    """The folder images that could not be decoded, settled in the main process (a worker's exception would reach
+    the user as a page of traceback): the first one stops the run with one line naming it and ``option``, the
+    command-line option that skips them; with ``skip`` they are left out and counted (``summary``)."""
+
+    def __init__(self, skip: bool, option: str) -> None:
+        self.skip, self.option = skip, option
+        self.files: Dict[str, str] = {}  # path -> reason, each file once however often it was met
+
+    def settle(self, batch: FolderBatch, keep_size: bool) -> Optional[Tuple[Tensor, Tensor]]:
+        """(images, labels) of ``batch`` without its unreadable files; with ``keep_size`` (pre-training: DDP and
+        the MoCo queue need full batches) each one's place is taken by the next readable image of the batch.
+        None when an evaluation batch has no readable image."""
+        for _, path, reason in batch.unreadable:
+            if not self.skip:
+                raise ZooError(f"cannot decode image {path}: {reason}; pass {self.option} to skip unreadable files")
+            self.files.setdefault(path, reason)
+        if batch.images is None and keep_size:
+            raise ZooError(f"none of the {batch.size} images of a training batch can be decoded (the first: "
+                           f"{batch.unreadable[0][1]}: {batch.unreadable[0][2]}); check the image folder")
+        if batch.images is None:
+            return None
+        if not batch.unreadable or not keep_size:
+            return batch.images, batch.labels
+        bad = {place for place, _, _ in batch.unreadable}
+        readable = [place for place in range(batch.size) if place not in bad]
+        rows = torch.tensor([bisect_left(readable, place) % len(readable) for place in range(batch.size)])
+        return batch.images[rows.to(batch.images.device)], batch.labels[rows.to(batch.labels.device)]
+
+    def summary(self) -> Optional[str]:
+        """One line counting the skipped files and naming the first few (by path); None when there were none."""
+        if not self.files:
+            return None
+        named = sorted(self.files.items())
+        listed = ", ".join(f"{path} ({reason})" for path, reason in named[:3])
+        more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+        return f"skipped {len(named)} unreadable image{'s' * (len(named) > 1)}: {listed}{more}"
+
+
 class _ResizedFolder(Dataset):
+    """An ImageFolder's images as RGB uint8, shorter side resized to ``load_size`` and centre-cropped; a file that
+    cannot be decoded comes back as ``Unreadable`` for the main process to settle."""
+
     def __init__(self, folder, load_size: int) -> None:
         self.folder, self.load_size = folder, load_size
 
     def __len__(self) -> int:
         return len(self.folder)
 
-    def __getitem__(self, index: int) -> Tuple[Tensor, int]:
+    def __getitem__(self, index: int) -> Any:
         from torchvision.transforms.v2 import functional as TF
 
-        image, label = self.folder[index]
-        image = TF.center_crop(TF.resize(TF.pil_to_tensor(image.convert("RGB")), self.load_size),
-                               [self.load_size, self.load_size])
-        return image, label
+        path, label = self.folder.samples[index]
+        try:
+            image = read_image(path, 3)
+        except UnreadableImage as err:
+            return Unreadable(path, err.reason)
+        return TF.center_crop(TF.resize(image, self.load_size), [self.load_size, self.load_size]), label
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -238,16 +341,24 @@ class ImageFolderDataModule(ImageDataModule):
     (shorter side) and centre-cropped to ``load_size``; random crops happen later, on the device.
 
     ``decode="device"``: the workers only read the files, and each pre-training batch is decoded on the training
-    device (``training.pretrain.device_decode``: nvJPEG on a GPU), for GPUs that CPU decoding would starve."""
+    device (``training.pretrain.device_decode``: nvJPEG on a GPU), for GPUs that CPU decoding would starve.
+
+    ``skip_unreadable``: files that cannot be decoded are skipped and counted (a line at the end of the run names
+    them) instead of stopping the run; ``unreadable`` keeps them."""
 
     def __init__(self, root: str = "", load_size: int = 256, train_dir: str = "train", test_dir: str = "val",
-                 decode: str = "cpu", **kwargs) -> None:
+                 decode: str = "cpu", skip_unreadable: bool = False, **kwargs) -> None:
         super().__init__(root=root, **kwargs)
         if decode not in ("cpu", "device"):
             raise ZooError(f"decode must be 'cpu' (in the loader's workers) or 'device' (on the training device), "
                            f"got {decode!r}")
         self.load_size, self.train_dir, self.test_dir, self.decode = load_size, train_dir, test_dir, decode
         self.image_shape = (3, load_size, load_size)  # decoded as RGB, resized and centre-cropped to load_size
+        self.unreadable = UnreadableFiles(skip_unreadable, "--data.skip_unreadable true")
+
+    def _device_decoded(self, data: Dataset) -> bool:
+        """Whether ``data``'s batches leave the workers as file bytes, decoded on the device."""
+        return self.decode == "device" and data is self._splits.get("pretrain")
 
     def _images(self, folder, split: str) -> Dataset:
         if self.decode == "device" and split == "pretrain":
@@ -258,18 +369,37 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _loading(self, data: Dataset) -> dict:
         loading = super()._loading(data)
-        if self.decode == "device" and data is self._splits.get("pretrain"):
+        if self._device_decoded(data):
             from training.pretrain.device_decode import collate_encoded
 
             loading["collate_fn"] = collate_encoded
+        else:
+            loading["collate_fn"] = collate_readable
         return loading
+
+    def _receive(self, data: Dataset, keep_size: bool) -> Optional[Callable[[Any], Any]]:
+        if self._device_decoded(data):  # settled after decoding, in transfer_batch_to_device
+            return None
+        return functools.partial(self.unreadable.settle, keep_size=keep_size)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         if self.decode == "device" and isinstance(batch, (tuple, list)) and isinstance(batch[0], list):
-            from training.pretrain.device_decode import decode_batch
+            from training.pretrain.device_decode import decode_files
 
-            return decode_batch(batch[0], self.load_size, device), batch[1].to(device)
+            data, labels, paths = batch
+            images, unreadable = decode_files(data, self.load_size, device, paths)
+            bad = {place for place, _, _ in unreadable}
+            readable = torch.tensor([place for place in range(len(data)) if place not in bad], dtype=torch.long)
+            images, labels = self.unreadable.settle(FolderBatch(images, labels[readable], unreadable, len(data)),
+                                                    keep_size=True)
+            return images, labels.to(device)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def teardown(self, stage: str) -> None:
+        """At the end of a run: the line counting and naming the files skipped as unreadable, if any."""
+        summary = self.unreadable.summary()
+        if summary:
+            print(summary, file=sys.stderr, flush=True)
 
     def load_split(self, split: str) -> Dataset:
         from torchvision.datasets import ImageFolder

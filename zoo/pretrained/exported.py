@@ -20,6 +20,7 @@ from torch import Tensor
 
 from zoo.build import build_encoder
 from zoo.errors import ZooError
+from zoo.images import image_to_tensor
 from zoo.parts.augment import eval_preprocess
 from zoo.parts.encoders.base import Encoder
 from zoo.spec import Part
@@ -209,9 +210,10 @@ class EvalTransform:
     """The eval preprocessing of an exported encoder: resize to its input size and normalise (and cut into the
     training patch grid for patch-based methods such as CPC; the encoder then averages over the grid).
 
-    A torchvision-style transform: it takes a PIL image (converted to the encoder's grey or RGB channels), a
-    (C, H, W) tensor, or a (B, C, H, W) batch, uint8 or float in [0, 1], and returns float tensors of the same
-    rank, so it can be passed as ``transform=`` to any torchvision dataset or applied to whole batches.
+    A torchvision-style transform: it takes a PIL image of any mode (16-bit included, scaled and converted to the
+    encoder's grey or RGB channels by ``zoo.images.image_to_tensor``), a (C, H, W) tensor, or a (B, C, H, W)
+    batch, uint8 or float in [0, 1], and returns float tensors of the same rank, so it can be passed as
+    ``transform=`` to any torchvision dataset or applied to whole batches.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -236,9 +238,7 @@ class EvalTransform:
             Image = None  # type: ignore[assignment]  # (only the isinstance check below needs it)
         if Image is None or not isinstance(image, Image.Image):
             raise ZooError(f"expected a PIL image or a tensor, got {type(image).__name__}")
-        from torchvision.transforms.v2.functional import pil_to_tensor
-
-        return pil_to_tensor(image.convert("L" if self.channels == 1 else "RGB"))
+        return image_to_tensor(image, 1 if self.channels == 1 else 3)
 
     def __repr__(self) -> str:
         grid = f", patch={self.patch}, overlap={self.overlap}" if self.patch else ""
