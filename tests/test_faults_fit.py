@@ -1,0 +1,56 @@
+"""Faults and bad inputs of ``python -m training fit`` with a shipped recipe, through the real command line:
+``--ckpt_path last`` as the README documents it, recipe values checked where the recipe is read, and a full disk
+while the run writes its files. Each run is the recipe unchanged but for a tiny encoder, tiny synthetic
+Fashion-MNIST-format data and a step or two."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.cli import main
+from training.pretrain import hardware
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "training" / "recipes" / "yadim" / "fashion_mnist.yaml"
+TINY_ENCODER = json.dumps({"in_channels": 1, "image_size": 32, "ndf": 8, "n_rkhs": 32, "depth": 1})
+FP32_CPU = hardware.Hardware(cpu="AMD EPYC 7B13", cpu_bf16=False, cuda=False, cuda_bf16=False)
+
+
+@pytest.fixture(autouse=True)
+def _fp32(monkeypatch):
+    """The same precision on every machine (bf16 CPUs would otherwise train in bf16)."""
+    monkeypatch.setattr(hardware, "probe", lambda: FP32_CPU)
+
+
+def fit_args(root: Path, fmnist: Path, *extra: str) -> list:
+    """The recipe with 8 training images in batches of 4 (2 steps an epoch) and a tiny encoder."""
+    return ["fit", "--config", str(RECIPE), "--model.encoder", TINY_ENCODER, "--data.init_args.root", str(fmnist),
+            "--data.init_args.batch_size", "4", "--data.init_args.train_subset", "8",
+            "--data.init_args.knn_bank_subset", "8", "--data.init_args.eval_batch_size", "8",
+            "--trainer.default_root_dir", str(root), *extra]
+
+
+def fit(root: Path, fmnist: Path, *extra: str) -> int:
+    return main(fit_args(root, fmnist, *extra))
+
+
+def files(folder: Path) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_parts_built_from_python_refuse_the_same_values():
+    from zoo.errors import ZooError
+    from zoo.parts import AUGMENTATIONS, SIMILARITIES
+
+    grey = {"size": 32, "mean": [0.5], "std": [0.5]}
+    with pytest.raises(ZooError) as reversed_scale:
+        AUGMENTATIONS.build("swav", {**grey, "small_size": 16, "small_scale": [0.14, 0.05]})
+    assert str(reversed_scale.value) == ("augmentation 'swav': small_scale is [0.14, 0.05]; it must be null (the whole "
+                                         "image) or [lo, hi] with 0 < lo <= hi <= 1")
+    with pytest.raises(ZooError) as text:
+        SIMILARITIES.build("cosine", {"temperature": "0.1"})
+    assert str(text.value) == "similarity 'cosine': temperature is '0.1'; it must be a number > 0"
+    assert AUGMENTATIONS.build("simclr", {**grey, "crop_scale": None}).views[0].crop_scale is None  # the whole image
