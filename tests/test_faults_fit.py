@@ -54,3 +54,23 @@ def test_parts_built_from_python_refuse_the_same_values():
         SIMILARITIES.build("cosine", {"temperature": "0.1"})
     assert str(text.value) == "similarity 'cosine': temperature is '0.1'; it must be a number > 0"
     assert AUGMENTATIONS.build("simclr", {**grey, "crop_scale": None}).views[0].crop_scale is None  # the whole image
+
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--data.init_args.batch_size", "1", "data.init_args.batch_size is 1; it must be an integer >= 2"),
+    ("--model.lr", "-0.1", "model.lr is -0.1; it must be a number > 0"),
+    ("--model.weight_decay", "-1", "model.weight_decay is -1.0; it must be a number >= 0"),
+    ("--model.similarity.temperature", "abc", "model.similarity.temperature is 'abc'; it must be a number > 0"),
+    ("--model.augment.crop_scale", "[1.0, 0.2]",
+     "model.augment.crop_scale is [1.0, 0.2]; it must be null (the whole image) or [lo, hi] with "
+     "0 < lo <= hi <= 1"),
+    ("--model.augment.crop_scale", "[0.5]",
+     "model.augment.crop_scale is [0.5]; it must be null (the whole image) or [lo, hi] with 0 < lo <= hi <= 1"),
+])
+def test_a_bad_recipe_value_is_one_line_naming_key_value_and_range(tmp_path, fmnist_dir, capsys, option, value,
+                                                                   message):
+    root = tmp_path / "run"
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1", option, value) == 2
+    assert capsys.readouterr().err == f"error: recipe {RECIPE}: {message}\n"
+    assert not root.exists()

@@ -6,6 +6,8 @@
   checkpoint (``checkpoint["zoo_settings"]``), from where export copies them into ``config.json``.
 - Messages a user cannot act on (Lightning's tips, dependency deprecation warnings) are silenced; progress is a
   line every few seconds with rate and ETA (:class:`training.pretrain.progress.ProgressLine`).
+- Recipe values are checked before anything is built (``check_recipe_values``): a bad one is one line naming its
+  key, its value and what is allowed.
 - SIGTERM and Ctrl-C end the process non-zero with one line naming the last checkpoint and the resume command.
 """
 
@@ -24,8 +26,13 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
 from training.pretrain import hardware
+from training.pretrain.data import VALUES as DATA_VALUES
+from training.pretrain.module import VALUES as MODEL_VALUES
 from training.pretrain.resume import read_local_checkpoint
+from zoo.build import check_method_values
 from zoo.errors import RecipeMismatch
+from zoo.methods import resolve_method
+from zoo.values import BadValue, check_values
 
 
 class Interrupted(Exception):
@@ -75,6 +82,7 @@ class ZooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_recipe_values(config, self.recipe_name())
         hw = hardware.probe()
         precision, reason = hardware.resolve_precision(config.trainer.precision, config.trainer.accelerator, hw)
         config.trainer.precision = precision
@@ -163,6 +171,25 @@ def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
             if value and Path(value).is_file():
                 paths.append(Path(value))
     return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
+
+
+def check_recipe_values(config: Any, recipe: str) -> None:
+    """The recipe's values, checked before anything is built: the module's settings (``model.lr`` ...), the
+    datamodule's (``data.init_args.batch_size`` ...) and the method's part arguments (``model.similarity.temperature``,
+    ``model.augment.crop_scale`` ...). A bad one raises ``BadValue``: ``recipe PATH: KEY is VALUE; it must be ...``."""
+    model, data = as_dict(config.get("model")), as_dict((config.get("data") or {}).get("init_args"))
+    try:
+        check_values(model, MODEL_VALUES.get, prefix="model.")
+        check_values(data, DATA_VALUES.get, prefix="data.init_args.")
+        parts = {c: model.get(c) for c in ("augment", "encoder", "extract", "similarity", "loss")}
+        check_method_values(resolve_method(model.get("method"), name=model.get("name"), **parts), prefix="model.")
+    except BadValue as err:
+        raise BadValue(f"recipe {recipe}: {err}") from None
+
+
+def as_dict(section: Any) -> Dict[str, Any]:
+    """A parsed config section (a jsonargparse Namespace, a dict, or None) as a dict."""
+    return section.as_dict() if hasattr(section, "as_dict") else dict(section or {})
 
 
 def last_step(path: Path) -> Any:
