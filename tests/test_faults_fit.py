@@ -6,9 +6,13 @@ Fashion-MNIST-format data and a step or two."""
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 
 from training.cli import main
 from training.pretrain import hardware
@@ -74,3 +78,52 @@ def test_a_bad_recipe_value_is_one_line_naming_key_value_and_range(tmp_path, fmn
     assert fit(root, fmnist_dir, "--trainer.max_steps", "1", option, value) == 2
     assert capsys.readouterr().err == f"error: recipe {RECIPE}: {message}\n"
     assert not root.exists()
+
+
+def test_ckpt_path_last_resumes_the_newest_run_of_the_recipe(tmp_path, fmnist_dir, capsys):
+    root = tmp_path / "run"
+    logs = root / "lightning_logs"
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1") == 0
+    capsys.readouterr()
+
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "2", "--ckpt_path", "last") == 0
+    out = capsys.readouterr().out
+    assert f"resuming from {logs / 'version_0' / 'checkpoints' / 'last.ckpt'}\n" in out
+    assert "training: 2 optimizer steps, resuming at step 1\n" in out
+    assert torch.load(logs / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "3", "--ckpt_path", "last") == 0  # the newest run: version_1
+    out = capsys.readouterr().out
+    assert f"resuming from {logs / 'version_1' / 'checkpoints' / 'last.ckpt'}\n" in out
+    assert "training: 3 optimizer steps, resuming at step 2\n" in out
+    assert torch.load(logs / "version_2" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_ckpt_path_last_without_an_earlier_run_is_refused(tmp_path, fmnist_dir, capsys):
+    root = tmp_path / "run"
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1", "--ckpt_path", "last") == 2
+    assert capsys.readouterr().err == (
+        f"error: --ckpt_path last: no last.ckpt of an earlier run of recipe {RECIPE} in "
+        f"{root / 'lightning_logs'}/*/checkpoints; nothing to resume: start the run without --ckpt_path\n")
+    assert not root.exists()
+
+
+class CtrlCAtTrainStart(pl.Callback):
+    """Ctrl-C as training starts, before the run writes a checkpoint of its own."""
+
+    def on_train_start(self, trainer, pl_module):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_before_a_resumed_run_saves_names_the_checkpoint_it_resumed_from(tmp_path, fmnist_dir, capsys):
+    root = tmp_path / "run"
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1") == 0
+    resumed = tmp_path / "copied.ckpt"  # newer than the run's own checkpoints, which Lightning carries over
+    shutil.copy(root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", resumed)
+    capsys.readouterr()
+    args = fit_args(root, fmnist_dir, "--trainer.max_steps", "2",
+                    "--trainer.callbacks+=tests.test_faults_fit.CtrlCAtTrainStart")
+    assert main(args + ["--ckpt_path", str(resumed)]) == 130
+    command = "python -m training " + " ".join(shlex.quote(a) for a in args)
+    assert capsys.readouterr().err == (f"error: stopped by Ctrl-C; last checkpoint {resumed} (step 1); resume with: "
+                                       f"{command} --ckpt_path {resumed}\n")
