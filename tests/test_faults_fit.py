@@ -5,15 +5,18 @@ Fashion-MNIST-format data and a step or two."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
+import training.pretrain.resume as resume
 from training.cli import main
 from training.pretrain import hardware
 
@@ -127,3 +130,69 @@ def test_ctrl_c_before_a_resumed_run_saves_names_the_checkpoint_it_resumed_from(
     command = "python -m training " + " ".join(shlex.quote(a) for a in args)
     assert capsys.readouterr().err == (f"error: stopped by Ctrl-C; last checkpoint {resumed} (step 1); resume with: "
                                        f"{command} --ckpt_path {resumed}\n")
+
+
+class FullDisk:
+    """A file on a disk that fills up after ``room`` bytes: the write that goes past fails as a full disk does."""
+
+    def __init__(self, handle, room: int = 64) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if self.handle.tell() + len(data) > self.room:
+            self.handle.write(data[: max(0, self.room - self.handle.tell())])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def filling_up(monkeypatch, name_pattern: str) -> None:
+    """The files of the run whose name matches ``name_pattern`` go to a disk that fills up as they are written."""
+    real = resume.atomic_file
+
+    @contextmanager
+    def atomic_file(path, mode="wb"):
+        with real(path, mode) as handle:
+            yield FullDisk(handle) if Path(path).match(name_pattern) else handle
+
+    monkeypatch.setattr(resume, "atomic_file", atomic_file)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_leaves_no_partial_file(tmp_path, fmnist_dir, capsys,
+                                                                                        monkeypatch):
+    root = tmp_path / "run"
+    filling_up(monkeypatch, "*.ckpt")
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1") == 2
+    folder = root / "lightning_logs" / "version_0" / "checkpoints"
+    assert capsys.readouterr().err == (
+        f"error: no space left on the device of {folder} while writing epoch=0-step=1.ckpt; it was not written "
+        "(an earlier one of that name is intact): free some space, then resume with --ckpt_path last\n")
+    assert not folder.exists() or not list(folder.iterdir())  # no partial checkpoint, no temporary file
+
+
+def test_a_full_disk_while_writing_config_yaml_is_one_line_and_leaves_no_empty_file(tmp_path, fmnist_dir, capsys,
+                                                                                     monkeypatch):
+    root = tmp_path / "run"
+    filling_up(monkeypatch, "config.yaml")
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1") == 2
+    folder = root / "lightning_logs" / "version_0"
+    assert capsys.readouterr().err == (
+        f"error: no space left on the device of {folder} while writing config.yaml; it was not written "
+        "(an earlier one of that name is intact): free some space, then run again\n")
+    assert "config.yaml" not in files(root) and not [f for f in files(root) if f.endswith(".tmp")]
+
+
+def test_a_full_disk_while_the_logger_writes_is_one_line(tmp_path, fmnist_dir, capsys, monkeypatch):
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    def full(writer, params):
+        raise OSError(errno.ENOSPC, "No space left on device", f"{writer.log_dir}/hparams.yaml")
+
+    monkeypatch.setattr(ExperimentWriter, "log_hparams", full)  # the recipes log with Lightning's CSVLogger
+    root = tmp_path / "run"
+    assert fit(root, fmnist_dir, "--trainer.max_steps", "1") == 2
+    hparams = root / "lightning_logs" / "version_0" / "hparams.yaml"
+    assert capsys.readouterr().err == (f"error: no space left on the device while training ([Errno 28] No space left "
+                                       f"on device: '{hparams}'): free some space, then run again\n")

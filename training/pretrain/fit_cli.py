@@ -11,6 +11,7 @@
 - ``--ckpt_path last`` resumes the newest run of the recipe (``last_checkpoints``): each run logs into a new
   ``version_N`` folder, so the checkpoints to resume are in the folders of the runs before it. With none, it says
   so and stops rather than training from step 0.
+- ``config.yaml`` and the checkpoints are written atomically; a full disk is one line (``resume.run_file``).
 - SIGTERM and Ctrl-C end the process non-zero with one line naming the last checkpoint and the resume command.
 """
 
@@ -27,14 +28,14 @@ from unittest import mock
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from training.pretrain import hardware
 from training.pretrain.data import VALUES as DATA_VALUES
 from training.pretrain.module import VALUES as MODEL_VALUES
-from training.pretrain.resume import read_local_checkpoint
+from training.pretrain.resume import disk_full, read_local_checkpoint, run_file
 from zoo.build import check_method_values
-from zoo.errors import RecipeMismatch, ZooError
+from zoo.errors import RecipeMismatch, ZooError, first_line
 from zoo.methods import resolve_method
 from zoo.values import BadValue, check_values
 
@@ -158,6 +159,14 @@ class ZooCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except KeyboardInterrupt:  # raised before Lightning's own handler is in place (setup, data loading)
             raise Interrupted(self._resume_hint("Ctrl-C"), 128 + signal.SIGINT) from None
+        except ZooError:
+            raise
+        except Exception as err:  # a full disk where no file of ours was being written (e.g. a logger's file)
+            if disk_full(err):
+                then = "resume with --ckpt_path last" if latest_checkpoint(self.trainer) else "run again"
+                raise ZooError(f"no space left on the device while training ({first_line(err)}): free some space, "
+                               f"then {then}") from None
+            raise
         except SystemExit as stop:  # Lightning: SIGTERMException(SystemExit) on SIGTERM; sys.exit(1) after Ctrl-C
             if self.trainer.received_sigterm:
                 raise Interrupted(self._resume_hint("SIGTERM"), 128 + signal.SIGTERM) from None
@@ -233,6 +242,20 @@ def check_recipe_values(config: Any, recipe: str) -> None:
 def as_dict(section: Any) -> Dict[str, Any]:
     """A parsed config section (a jsonargparse Namespace, a dict, or None) as a dict."""
     return section.as_dict() if hasattr(section, "as_dict") else dict(section or {})
+
+
+class AtomicSaveConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, writing through ``resume.run_file``: a full disk leaves no empty or
+    partial ``config.yaml`` and is one line."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        with mock.patch.object(self.parser, "save", self._save):
+            super().setup(trainer, pl_module, stage)
+
+    def _save(self, config: Any, path: str, *, overwrite: bool = False, multifile: bool = False, **dump: Any) -> None:
+        text = self.parser.dump(config, **dump)
+        with run_file(path, then="run again", mode="w") as handle:
+            handle.write(text)
 
 
 def last_step(path: Path) -> Any:
