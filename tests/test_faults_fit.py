@@ -33,11 +33,12 @@ def _fp32(monkeypatch):
 
 
 def fit_args(root: Path, fmnist: Path, *extra: str) -> list:
-    """The recipe with 8 training images in batches of 4 (2 steps an epoch) and a tiny encoder."""
+    """The recipe with 8 training images in batches of 4 (2 steps an epoch), a tiny encoder, and a log line per
+    step (fewer steps than the logging interval would be a warning on stderr)."""
     return ["fit", "--config", str(RECIPE), "--model.encoder", TINY_ENCODER, "--data.init_args.root", str(fmnist),
             "--data.init_args.batch_size", "4", "--data.init_args.train_subset", "8",
             "--data.init_args.knn_bank_subset", "8", "--data.init_args.eval_batch_size", "8",
-            "--trainer.default_root_dir", str(root), *extra]
+            "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(root), *extra]
 
 
 def fit(root: Path, fmnist: Path, *extra: str) -> int:
