@@ -19,15 +19,17 @@ COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy", "releases"
 def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callable[..., Any]] = None):
     """The ``fit`` command line (``cli_class`` defaults to ``ZooCLI``; check-recipe passes its subclass)."""
     from training.pretrain.data import ImageDataModule
-    from training.pretrain.fit_cli import ZooCLI, ZooTrainer
+    from training.pretrain.fit_cli import AtomicSaveConfig, ZooCLI, ZooTrainer
     from training.pretrain.module import ContrastiveModule
     from training.pretrain.progress import ProgressLine
     from training.pretrain.resume import ResumableTraining
 
-    # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption;
+    # ResumableTraining is always on: atomic checkpoints, and RNG state saved with them for exact resumption
+    # (config.yaml is written atomically too: AtomicSaveConfig);
     # ProgressLine replaces Lightning's bar (``--trainer.enable_progress_bar true`` brings the bar back)
     build = functools.partial((cli_class or ZooCLI), ContrastiveModule, ImageDataModule, subclass_mode_data=True,
-                              args=args, run=run, trainer_class=ZooTrainer, save_config_kwargs={"overwrite": True},
+                              args=args, run=run, trainer_class=ZooTrainer, save_config_callback=AtomicSaveConfig,
+                              save_config_kwargs={"overwrite": True},
                               trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()],
                                                 "enable_progress_bar": False})
     # in a copy of the caller's context: jsonargparse leaves its last parser in a context variable, and the parser

@@ -12,6 +12,7 @@ from zoo.parts.augment import ViewPipeline
 from zoo.parts.encoders.base import Encoder
 from zoo.parts.extract import Extractor
 from zoo.spec import Method, Part
+from zoo.values import check_values, part_rule
 
 
 @dataclass
@@ -37,6 +38,13 @@ def check_normalisation(method: Method, encoder: Encoder) -> None:
         raise RecipeMismatch(f"normalisation has {len(mean)} mean and {len(std)} std values but the encoder "
                              f"{method.encoder.name!r} takes {channels} input channel(s); give one mean and one "
                              "std per channel")
+
+
+def check_method_values(method: Method, prefix: str = "") -> None:
+    """Check every part argument of ``method`` that ``zoo.values.part_rule`` has a rule for, without building
+    anything; a bad one raises ``ZooError`` naming it ``prefix + characteristic + "." + argument``."""
+    for characteristic, part in method.parts().items():
+        check_values(part.kwargs, part_rule, prefix=f"{prefix}{characteristic}.")
 
 
 def build_method(method: Method) -> BuiltMethod:

@@ -12,6 +12,7 @@ import inspect
 from typing import Any, Callable, Dict, Generic, Iterator, List, TypeVar
 
 from zoo.errors import UnknownNameError, ZooError
+from zoo.values import check_values, part_rule
 
 T = TypeVar("T")
 
@@ -45,10 +46,12 @@ class PartRegistry(Generic[T]):
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from None
 
     def build(self, name: str, kwargs: Dict[str, Any] | None = None) -> T:
-        """Call the factory with explicit keyword arguments, reporting unknown keywords clearly."""
+        """Call the factory with explicit keyword arguments, reporting unknown keywords and values that
+        ``zoo.values.part_rule`` refuses (a text temperature, a reversed crop scale) clearly."""
         factory = self.get(name)
         kwargs = dict(kwargs or {})
         check_kwargs(factory, kwargs, f"{self.kind} {name!r}")
+        check_values(kwargs, part_rule, prefix=f"{self.kind} {name!r}: ")
         return factory(**kwargs)
 
     def names(self) -> List[str]:

@@ -29,7 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 from training.pretrain.batches import ResumableBatches
 from zoo.errors import ZooError
 from zoo.images import UnreadableImage, read_image
+from zoo.values import check_values, integer_at_least
 
+#: what the datamodules' numeric settings may be (a contrastive batch compares at least two images); checked here
+#: and, as ``data.init_args.KEY``, where ``fit`` reads the recipe
+VALUES = {"batch_size": integer_at_least(2), "num_workers": integer_at_least(0), "eval_batch_size": integer_at_least(1)}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DATA_HOME = Path.home() / ".cache" / "contrastive-zoo" / "data"
 
@@ -87,8 +91,8 @@ class ImageDataModule(pl.LightningDataModule):
                  download: bool = False, train_subset: Optional[int] = None, knn_bank_subset: Optional[int] = None,
                  eval_batch_size: int = 1024, seed: int = 0) -> None:
         super().__init__()
-        if batch_size < 2:
-            raise ZooError(f"batch_size must be at least 2 for contrastive learning, got {batch_size}")
+        check_values({"batch_size": batch_size, "num_workers": num_workers, "eval_batch_size": eval_batch_size},
+                     VALUES.get)
         self.save_hyperparameters()
         self.root, self.batch_size, self.num_workers, self.download = root, batch_size, num_workers, download
         self.train_subset, self.knn_bank_subset = train_subset, knn_bank_subset

@@ -6,6 +6,12 @@
   checkpoint (``checkpoint["zoo_settings"]``), from where export copies them into ``config.json``.
 - Messages a user cannot act on (Lightning's tips, dependency deprecation warnings) are silenced; progress is a
   line every few seconds with rate and ETA (:class:`training.pretrain.progress.ProgressLine`).
+- Recipe values are checked before anything is built (``check_recipe_values``): a bad one is one line naming its
+  key, its value and what is allowed.
+- ``--ckpt_path last`` resumes the newest run of the recipe (``last_checkpoints``): each run logs into a new
+  ``version_N`` folder, so the checkpoints to resume are in the folders of the runs before it. With none, it says
+  so and stops rather than training from step 0.
+- ``config.yaml`` and the checkpoints are written atomically; a full disk is one line (``resume.run_file``).
 - SIGTERM and Ctrl-C end the process non-zero with one line naming the last checkpoint and the resume command.
 """
 
@@ -17,15 +23,21 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 from unittest import mock
 
 import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from training.pretrain import hardware
-from training.pretrain.resume import read_local_checkpoint
-from zoo.errors import RecipeMismatch
+from training.pretrain.data import VALUES as DATA_VALUES
+from training.pretrain.module import VALUES as MODEL_VALUES
+from training.pretrain.resume import disk_full, read_local_checkpoint, run_file
+from zoo.build import check_method_values
+from zoo.errors import RecipeMismatch, ZooError, first_line
+from zoo.methods import resolve_method
+from zoo.values import BadValue, check_values
 
 
 class Interrupted(Exception):
@@ -60,6 +72,8 @@ def quiet() -> None:
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
+    # a resumed run logs into a new version_N folder: Lightning notes that the checkpoint folder changed
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .*")
     warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX|LitLogger|does not have many workers|"
                                               r"isinstance\(treespec, LeafSpec\)|is not supported by the model summary).*")
 
@@ -75,6 +89,7 @@ class ZooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_recipe_values(config, self.recipe_name())
         hw = hardware.probe()
         precision, reason = hardware.resolve_precision(config.trainer.precision, config.trainer.accelerator, hw)
         config.trainer.precision = precision
@@ -115,6 +130,22 @@ class ZooCLI(LightningCLI):
         with mock.patch.object(torch, "load", read):
             super()._parse_ckpt_path()
 
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: the newest ``last.ckpt`` of the recipe's earlier runs, or one line saying there is
+        none (rather than Lightning's warning and a run from step 0)."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        found, searched = last_checkpoints(self.trainer)
+        if searched is None:  # a remote folder: Lightning's own search
+            return
+        if not found:
+            raise ZooError(f"--ckpt_path last: no last.ckpt of an earlier run of recipe {self.recipe_name()} in "
+                           f"{', '.join(searched)}; nothing to resume: start the run without --ckpt_path")
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        print(f"resuming from {newest}", flush=True)
+        config["ckpt_path"] = str(newest)
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         settings = getattr(self, "_settings", None)
@@ -128,6 +159,14 @@ class ZooCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except KeyboardInterrupt:  # raised before Lightning's own handler is in place (setup, data loading)
             raise Interrupted(self._resume_hint("Ctrl-C"), 128 + signal.SIGINT) from None
+        except ZooError:
+            raise
+        except Exception as err:  # a full disk where no file of ours was being written (e.g. a logger's file)
+            if disk_full(err):
+                then = "resume with --ckpt_path last" if latest_checkpoint(self.trainer) else "run again"
+                raise ZooError(f"no space left on the device while training ({first_line(err)}): free some space, "
+                               f"then {then}") from None
+            raise
         except SystemExit as stop:  # Lightning: SIGTERMException(SystemExit) on SIGTERM; sys.exit(1) after Ctrl-C
             if self.trainer.received_sigterm:
                 raise Interrupted(self._resume_hint("SIGTERM"), 128 + signal.SIGTERM) from None
@@ -155,14 +194,68 @@ class ZooCLI(LightningCLI):
 
 
 def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
-    """The newest checkpoint file any ModelCheckpoint of ``trainer`` wrote, or None."""
-    paths: List[Path] = []
-    for callback in trainer.checkpoint_callbacks:
-        for attr in ("last_model_path", "best_model_path"):
-            value = getattr(callback, attr, "")
-            if value and Path(value).is_file():
-                paths.append(Path(value))
+    """The newest of the checkpoint files any ModelCheckpoint of ``trainer`` wrote and the one the run resumed from
+    (newer than the best checkpoint Lightning carries over from the resumed run until this run writes its own),
+    or None."""
+    values = [getattr(callback, attr, "") for callback in trainer.checkpoint_callbacks
+              for attr in ("last_model_path", "best_model_path")]
+    paths = [Path(value) for value in values + [trainer.ckpt_path] if value and Path(value).is_file()]
     return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
+
+
+def last_checkpoints(trainer: pl.Trainer) -> Tuple[List[Path], Optional[List[str]]]:
+    """The ``last*.ckpt`` files of earlier runs that ``--ckpt_path last`` chooses from, and the folders searched
+    (None when one is remote). A checkpoint callback that names its ``dirpath`` keeps its files there; otherwise
+    Lightning puts them in ``LOGGER_ROOT/VERSION/checkpoints`` (a new version for each run, so the earlier runs'
+    are its siblings), or ``default_root_dir/checkpoints`` without a logger."""
+    places: List[Tuple[Path, str]] = []
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            place = (Path(str(callback.dirpath)), "")
+        elif trainer.loggers:
+            logger = trainer.loggers[0]
+            place = (Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or ""), "*/checkpoints")
+        else:
+            place = (Path(trainer.default_root_dir) / "checkpoints", "")
+        if place not in places:
+            places.append(place)
+    if any("://" in str(folder) for folder, _ in places):
+        return [], None
+    found = [p for folder, sub in places for p in folder.glob(f"{sub}/last*.ckpt".lstrip("/")) if p.is_file()]
+    return found, [str(folder / sub) if sub else str(folder) for folder, sub in places]
+
+
+def check_recipe_values(config: Any, recipe: str) -> None:
+    """The recipe's values, checked before anything is built: the module's settings (``model.lr`` ...), the
+    datamodule's (``data.init_args.batch_size`` ...) and the method's part arguments (``model.similarity.temperature``,
+    ``model.augment.crop_scale`` ...). A bad one raises ``BadValue``: ``recipe PATH: KEY is VALUE; it must be ...``."""
+    model, data = as_dict(config.get("model")), as_dict((config.get("data") or {}).get("init_args"))
+    try:
+        check_values(model, MODEL_VALUES.get, prefix="model.")
+        check_values(data, DATA_VALUES.get, prefix="data.init_args.")
+        parts = {c: model.get(c) for c in ("augment", "encoder", "extract", "similarity", "loss")}
+        check_method_values(resolve_method(model.get("method"), name=model.get("name"), **parts), prefix="model.")
+    except BadValue as err:
+        raise BadValue(f"recipe {recipe}: {err}") from None
+
+
+def as_dict(section: Any) -> Dict[str, Any]:
+    """A parsed config section (a jsonargparse Namespace, a dict, or None) as a dict."""
+    return section.as_dict() if hasattr(section, "as_dict") else dict(section or {})
+
+
+class AtomicSaveConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml`` writer, writing through ``resume.run_file``: a full disk leaves no empty or
+    partial ``config.yaml`` and is one line."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        with mock.patch.object(self.parser, "save", self._save):
+            super().setup(trainer, pl_module, stage)
+
+    def _save(self, config: Any, path: str, *, overwrite: bool = False, multifile: bool = False, **dump: Any) -> None:
+        text = self.parser.dump(config, **dump)
+        with run_file(path, then="run again", mode="w") as handle:
+            handle.write(text)
 
 
 def last_step(path: Path) -> Any:

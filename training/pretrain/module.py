@@ -18,9 +18,13 @@ from training.pretrain.hardware import resolve_channels_last
 from zoo.build import build_method
 from zoo.errors import ZooError
 from zoo.methods import resolve_method
+from zoo.values import NON_NEGATIVE, POSITIVE, Allowed, check_values, is_number
 
 _OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 _SCHEDULES = ("cosine", "constant")
+#: what the module's numeric settings may be; checked here and, as ``model.KEY``, where ``fit`` reads the recipe
+VALUES = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_epochs": NON_NEGATIVE,
+          "momentum": Allowed(lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")}
 
 
 class ContrastiveModule(pl.LightningModule):
@@ -53,6 +57,8 @@ class ContrastiveModule(pl.LightningModule):
             raise ZooError(f"unknown optimizer {optimizer!r}; use one of {list(_OPTIMIZERS)}")
         if schedule not in _SCHEDULES:
             raise ZooError(f"unknown schedule {schedule!r}; use one of {list(_SCHEDULES)}")
+        check_values({"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "warmup_epochs": warmup_epochs},
+                     VALUES.get)
         self.save_hyperparameters()
         self.hparams.channels_last = resolve_channels_last(channels_last)[0]
         self.method = resolve_method(method, name=name, augment=augment, encoder=encoder, extract=extract,

@@ -11,12 +11,18 @@ interrupted. What makes that hold:
   that draw the augmentations, saved with every checkpoint and restored before the first resumed step, and
   checkpoint files written atomically (``AtomicCheckpointIO``), so a kill while saving leaves the previous
   checkpoint intact rather than a truncated one.
+
+The files a run writes (checkpoints, ``config.yaml``) go through ``run_file``: written atomically, and a full disk
+is one ``ZooError`` naming the file, which is left as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import random
-from typing import Any, Callable, Dict, Optional
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -25,6 +31,33 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from training.pretrain.batches import ResumableBatches
 from zoo.atomic import atomic_file
 from zoo.errors import ZooError, first_line
+
+
+def disk_full(err: Optional[BaseException]) -> bool:
+    """Whether ``err``, or an error it was raised from or while handling, is a full disk or an exhausted quota
+    (``torch.save`` reports a full disk as a RuntimeError raised while handling the OSError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextmanager
+def run_file(path: Any, then: str, mode: str = "wb") -> Iterator[IO]:
+    """``zoo.atomic.atomic_file`` for a file the run writes: on a full disk, one ``ZooError`` naming the file and
+    what to do ``then``; the file keeps its previous content (or does not exist) and no temporary file is left."""
+    path = Path(path)
+    try:
+        with atomic_file(path, mode) as handle:
+            yield handle
+    except Exception as err:
+        if disk_full(err):
+            raise ZooError(f"no space left on the device of {path.parent} while writing {path.name}; it was not "
+                           f"written (an earlier one of that name is intact): free some space, then {then}") from None
+        raise
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,7 +72,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        with atomic_file(path) as handle:
+        with run_file(path, then="resume with --ckpt_path last") as handle:
             torch.save(checkpoint, handle)
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None,

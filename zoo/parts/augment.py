@@ -191,6 +191,12 @@ def _common(size: int | Sequence[int], mean: Sequence[float], std: Sequence[floa
     return dict(size=_pair(size), mean=tuple(map(float, mean)), std=tuple(map(float, std)))
 
 
+def crop_scale_of(scale: Optional[Sequence[float]]) -> Optional[Tuple[float, ...]]:
+    """A recipe's crop scale as ``ViewTransform`` takes it: (lo, hi), or None (null) for the whole image. Its range
+    is checked before the part is built (``zoo.values.CROP_SCALE``)."""
+    return None if scale is None else tuple(float(s) for s in scale)
+
+
 def _check_patch(size: int | Sequence[int], patch: int, overlap: int) -> None:
     h, w = _pair(size)
     stride = patch - overlap
@@ -210,7 +216,7 @@ def simclr_views(*, size: int | Sequence[int], mean: Sequence[float], std: Seque
     distortions, and random Gaussian blur"; jitter (0.8s, 0.8s, 0.8s, 0.2s) with p 0.8, grayscale p 0.2.
     Use ``blur_prob=0`` for CIFAR-sized images as the paper does."""
     s = strength
-    view = ViewTransform(**_common(size, mean, std), crop_scale=tuple(crop_scale),
+    view = ViewTransform(**_common(size, mean, std), crop_scale=crop_scale_of(crop_scale),
                          jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=jitter_prob,
                          gray_prob=gray_prob, blur_prob=blur_prob, flip_prob=flip_prob)
     return ViewPipeline(views=(view,) * n_views, channels=channels)
@@ -222,7 +228,7 @@ def moco_v2_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequ
                   blur_prob: float = 0.5) -> ViewPipeline:
     """MoCo v2 (arXiv:2003.04297): SimCLR's augmentation with blur: crop 0.2-1, colour jitter
     (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, Gaussian blur (sigma 0.1-2) p 0.5, flip."""
-    view = ViewTransform(**_common(size, mean, std), crop_scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.4, 0.1),
+    view = ViewTransform(**_common(size, mean, std), crop_scale=crop_scale_of(crop_scale), jitter=(0.4, 0.4, 0.4, 0.1),
                          jitter_prob=0.8, gray_prob=0.2, blur_prob=blur_prob)
     return ViewPipeline(views=(view, view), channels=channels)
 
@@ -233,8 +239,8 @@ def byol_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequenc
                blur_probs: Sequence[float] = (1.0, 0.1), solarize_probs: Sequence[float] = (0.0, 0.2)) -> ViewPipeline:
     """BYOL (arXiv:2006.07733), asymmetric: both views crop, flip, jitter (0.4, 0.4, 0.2, 0.1) p 0.8,
     grayscale p 0.2; view 1 blurs with p 1.0 and never solarises, view 2 blurs with p 0.1, solarises with p 0.2."""
-    common: Dict[str, Any] = dict(**_common(size, mean, std), crop_scale=tuple(crop_scale), jitter=(0.4, 0.4, 0.2, 0.1),
-                  jitter_prob=0.8, gray_prob=0.2)
+    common: Dict[str, Any] = dict(**_common(size, mean, std), crop_scale=crop_scale_of(crop_scale),
+                                  jitter=(0.4, 0.4, 0.2, 0.1), jitter_prob=0.8, gray_prob=0.2)
     if len(blur_probs) != len(solarize_probs):
         raise ZooError(f"byol needs one blur and one solarize probability per view, got {blur_probs}, {solarize_probs}")
     views = tuple(ViewTransform(**common, blur_prob=b, solarize_prob=s)
@@ -252,8 +258,8 @@ def swav_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequenc
     each with SimCLR's colour distortion and blur. Large crops come first in the list of views."""
     s = strength
     common: Dict[str, Any] = dict(jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), jitter_prob=0.8, gray_prob=0.2, blur_prob=blur_prob)
-    large = ViewTransform(**_common(size, mean, std), crop_scale=tuple(large_scale), **common)
-    small = ViewTransform(**_common(small_size, mean, std), crop_scale=tuple(small_scale), **common)
+    large = ViewTransform(**_common(size, mean, std), crop_scale=crop_scale_of(large_scale), **common)
+    small = ViewTransform(**_common(small_size, mean, std), crop_scale=crop_scale_of(small_scale), **common)
     if n_large < 2 or n_small < 0:
         raise ZooError(f"swav multi-crop needs n_large >= 2 and n_small >= 0, got {n_large}, {n_small}")
     return ViewPipeline(views=(large,) * n_large + (small,) * n_small, channels=channels)
@@ -266,7 +272,7 @@ def amdim_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequen
     """AMDIM (arXiv:1906.00910): the same stochastic pipeline applied twice to each image: random translate
     with reflection (4 px, p 0.8), horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.2) p 0.8, grayscale
     p 0.25; random resized crop (scale 0.3-1, ratio 0.7-1.4) on the larger datasets (``crop_scale``)."""
-    view = ViewTransform(**_common(size, mean, std), crop_scale=tuple(crop_scale) if crop_scale else None,
+    view = ViewTransform(**_common(size, mean, std), crop_scale=crop_scale_of(crop_scale),
                          crop_ratio=(0.7, 1.4), translate_px=translate_px, translate_prob=0.8,
                          jitter=(0.4, 0.4, 0.4, 0.2), jitter_prob=0.8, gray_prob=0.25)
     return ViewPipeline(views=(view, view), channels=channels)
@@ -279,7 +285,7 @@ def yadim_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequen
     """YADIM (Falcon & Cho): "For YADIM we merge the pipelines of CPC and AMDIM". The union of both, applied
     to the whole image (YADIM has no patch grid): AMDIM's random resized crop (ratio 0.7-1.4), CPC's and
     AMDIM's translate-with-reflect (p 0.8), flip, colour jitter (0.4, 0.4, 0.4, 0.2) p 0.8, grayscale p 0.25."""
-    view = ViewTransform(**_common(size, mean, std), crop_scale=tuple(crop_scale), crop_ratio=(0.7, 1.4),
+    view = ViewTransform(**_common(size, mean, std), crop_scale=crop_scale_of(crop_scale), crop_ratio=(0.7, 1.4),
                          translate_px=translate_px, translate_prob=0.8, jitter=(0.4, 0.4, 0.4, 0.2),
                          jitter_prob=0.8, gray_prob=0.25)
     return ViewPipeline(views=(view,) * n_views, channels=channels)

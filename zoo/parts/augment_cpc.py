@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 from zoo.errors import ZooError
-from zoo.parts.augment import AUGMENTATIONS, ViewPipeline, ViewTransform, _check_patch, _common
+from zoo.parts.augment import AUGMENTATIONS, ViewPipeline, ViewTransform, _check_patch, _common, crop_scale_of
 
 
 @AUGMENTATIONS.register("cpc")
@@ -32,7 +32,7 @@ def cpc_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence
     """
     _check_patch(size, patch, overlap)
     common = _common(size, mean, std)
-    image = ViewTransform(**common, crop_scale=tuple(crop_scale) if crop_scale else None, translate_px=4,
+    image = ViewTransform(**common, crop_scale=crop_scale_of(crop_scale), translate_px=4,
                           translate_prob=0.8)
     patch_common: Dict[str, Any] = dict(**{**common, "size": (patch, patch)}, crop_scale=None, flip_prob=0.0)
     if patch_colour == "jitter":
