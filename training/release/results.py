@@ -28,6 +28,7 @@ from filelock import FileLock
 
 import zoo
 from training.release.publish import package_where
+from zoo.atomic import temp_file_beside
 from zoo.errors import ZooError
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
@@ -152,7 +153,7 @@ def replace_together(files: List[Tuple[Path, str]], where: str = "") -> None:
 
 
 def _temp_beside(path: Path, text: Optional[str]) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     with os.fdopen(fd, "w") as handle:
         if text is not None:
             handle.write(text)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from zoo.atomic import give_umask_modes, temp_dir_beside
 from zoo.build import build_encoder
 from zoo.errors import ZooError
 from zoo.parts.augment import eval_preprocess
@@ -54,16 +54,14 @@ def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping
 
 
 def staging_dir(target: Path) -> Path:
-    """A fresh folder beside ``target`` to assemble it in; readable like any folder (mkdtemp makes it 0700)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
+    """A fresh folder beside ``target`` to assemble it in, readable like any folder (``zoo.atomic``)."""
+    return temp_dir_beside(target)
 
 
 def replace_dir(new: Path, target: Path) -> None:
+    """Rename the staged folder ``new`` over ``target`` (the old one is kept aside until then), its files given the
+    umask's permissions first (``zoo.atomic.give_umask_modes``)."""
+    give_umask_modes(new)
     if not target.exists():
         os.rename(new, target)
         return
