@@ -13,13 +13,15 @@ where nothing listens (refused); huggingface_hub reads ``HF_ENDPOINT`` at import
 processes.
 """
 
+import errno
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.zoo_exports import make_checkpoint
+from tests.zoo_exports import make_checkpoint, make_export
 from training.cli import main
 from zoo.atomic import atomic_write_text
 
@@ -64,3 +66,101 @@ def test_atomic_writes_get_the_umask_of_a_new_file_or_the_mode_of_the_file_they_
     kept.chmod(0o640)
     atomic_write_text(kept, "new\n")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new\n"
+
+
+# ---------------------------------------------------------------------------------------------- full disks, export
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` (with its bytes) and every folder: what a failed command must leave as it was."""
+    if not folder.exists():
+        return {}
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_old_export(tmp_path, monkeypatch, capsys):
+    ckpt, out = make_checkpoint(tmp_path / "tiny.ckpt"), tmp_path / "out" / "enc"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out)]) == 0
+    before = snapshot(tmp_path / "out")
+    capsys.readouterr()
+    monkeypatch.setattr("safetensors.torch.save_file", no_space)
+    for target, extra in ((out, ["--overwrite", "true"]), (tmp_path / "out" / "fresh", [])):
+        assert main(["export", "--ckpt", str(ckpt), "--out", str(target), *extra]) == 2
+        assert capsys.readouterr().err == (f"error: cannot export to {target}: no space left on the device of "
+                                           f"{tmp_path / 'out'}; nothing was written: free some space and try again\n")
+        assert snapshot(tmp_path / "out") == before  # the old export intact, no fresh one, no staging folder
+
+
+# --------------------------------------------------------------------------------- full disks, read-only local hub
+def publish_args(export, hub, registry):
+    return ["publish", str(export), "--repo-id", REPO, "--to", str(hub), "--registry", str(registry)]
+
+
+def git_on_a_full_disk(monkeypatch):
+    """``subprocess.run`` as seen by git commands: the second ``hash-object`` (the weights) fails as git does on a
+    full disk, leaving its temporary object file where it was writing; everything else runs for real."""
+    real_run, calls = subprocess.run, []
+
+    def run(args, **kwargs):
+        if args[:2] == ["git", "hash-object"]:
+            calls.append(args)
+            if len(calls) == 2:
+                env = kwargs["env"]
+                objects = Path(env.get("GIT_OBJECT_DIRECTORY") or Path(env["GIT_DIR"]) / "objects")
+                (objects / "5e").mkdir(parents=True, exist_ok=True)
+                (objects / "5e" / "tmp_obj_Q7Ab1c").write_bytes(b"x\x01half an object")
+                return subprocess.CompletedProcess(args, 128, b"", b"error: unable to write loose object file: No "
+                                                   b"space left on device\nfatal: Unable to add stdin to database\n")
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+
+
+def read_only_hub(monkeypatch, hub):
+    """``os.mkdir`` refuses under ``hub`` as a read-only folder does (root ignores permission bits)."""
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).parent.is_dir() and Path(path).resolve().is_relative_to(hub.resolve()):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)  # (a missing parent fails first, as it does for real)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("repository", ["new", "existing"])
+def test_a_full_disk_during_a_local_hub_commit_leaves_no_repository_and_no_objects(repository, tmp_path,
+                                                                                    monkeypatch, capsys):
+    export, hub, registry = make_export(tmp_path / "export"), tmp_path / "hub", tmp_path / "registry.json"
+    if repository == "existing":
+        assert main(publish_args(export, hub, registry)) == 0
+        export = make_export(tmp_path / "export2", seed=1)  # other weights: new objects to write
+    before, registry_before = snapshot(hub), snapshot(tmp_path / "registry.json")
+    capsys.readouterr()
+    git_on_a_full_disk(monkeypatch)
+    assert main(publish_args(export, hub, registry)) == 2
+    assert snapshot(hub) == before  # no empty repository, no object, no temporary file
+    assert not hub.exists() or repository == "existing"
+    assert snapshot(tmp_path / "registry.json") == registry_before
+    assert capsys.readouterr().err == (f"error: cannot publish {REPO} into the local hub {hub}: git hash-object "
+                                       "failed: error: unable to write loose object file: No space left on device; "
+                                       "nothing was changed\n")
+
+
+@pytest.mark.parametrize("repository", ["new", "existing"])
+def test_a_read_only_local_hub_is_one_line_and_unchanged(repository, tmp_path, monkeypatch, capsys):
+    export, hub, registry = make_export(tmp_path / "export"), tmp_path / "hub", tmp_path / "registry.json"
+    hub.mkdir()
+    if repository == "existing":
+        assert main(publish_args(export, hub, registry)) == 0
+    before, registry_before = snapshot(hub), snapshot(registry)
+    capsys.readouterr()
+    read_only_hub(monkeypatch, hub)
+    assert main(publish_args(export, hub, registry)) == 2
+    folder = hub / "models" / "zoo" if repository == "existing" else hub  # where the first folder is made
+    assert capsys.readouterr().err == (f"error: cannot publish {REPO} into the local hub {hub}: {folder} is not "
+                                       "writable (Permission denied); nothing was changed: check its permissions or "
+                                       "write elsewhere\n")
+    assert snapshot(hub) == before and snapshot(registry) == registry_before

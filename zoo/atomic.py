@@ -13,12 +13,15 @@ write (a full disk, a read-only folder) into the one-line ``ZooError`` a command
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+from zoo.errors import ZooError
 
 
 @contextmanager
@@ -87,6 +90,21 @@ def current_umask() -> int:
     mask = os.umask(0o077)
     os.umask(mask)
     return mask
+
+
+def write_error(err: OSError, action: str, where: str | os.PathLike, kept: str = "nothing was changed") -> ZooError:
+    """The one-line error for ``err``, met while writing into the folder ``where``: ``"{action}: {reason};
+    {kept}: {fix}"``, e.g. "cannot export to out/enc: no space left on the device of out; nothing was written:
+    free some space and try again"."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason, fix = f"no space left on the device of {where}", "free some space and try again"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # every write here creates a file or folder
+        folder = Path(err.filename).parent if err.filename else where
+        reason, fix = f"{folder} is not writable ({err.strerror})", "check its permissions or write elsewhere"
+    else:
+        detail = f"{err.strerror}: {err.filename}" if err.filename else (err.strerror or str(err))
+        reason, fix = f"writing in {where} failed ({detail})", "check the folder and try again"
+    return ZooError(f"{action}: {reason}; {kept}: {fix}")
 
 
 def fsync_dir(folder: str | Path) -> None:
