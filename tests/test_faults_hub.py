@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+import zoo
 from tests.zoo_exports import make_checkpoint, make_export
 from training.cli import main
 from zoo.atomic import atomic_write_text
+from zoo.errors import ZooError
+from zoo.pretrained import local_hub
 
 ROOT_DIR = str(Path(__file__).resolve().parents[1])
 REPO = "zoo/yadim-tiny"
@@ -66,6 +69,31 @@ def test_atomic_writes_get_the_umask_of_a_new_file_or_the_mode_of_the_file_they_
     kept.chmod(0o640)
     atomic_write_text(kept, "new\n")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new\n"
+
+
+# ------------------------------------------------------------------------------------------------------ revisions
+@pytest.mark.parametrize("spec, revision, bad", [
+    ("hf-hub:zoo/x@../../../etc", None, "../../../etc"),
+    ("hf-hub:zoo/x@main/../../x", None, "main/../../x"),
+    ("hf-hub:zoo/x", "../x", "../x"),
+    ("hf-hub:zoo/x@--output=x", None, "--output=x"),
+])
+def test_a_revision_that_is_not_a_branch_tag_or_sha_is_refused_before_any_path_is_built(
+        spec, revision, bad, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # nothing may reach a network whatever happens
+    with pytest.raises(ZooError) as err:
+        zoo.load_encoder(spec, revision=revision)
+    assert str(err.value) == (f"revision {bad!r} is not a branch, tag or commit sha (names of letters, digits, '.', "
+                              "'_', '+', '-', joined by '/', with no '..'); give one such as 'main' or 'v1.0'")
+
+
+def test_a_local_hub_refuses_a_revision_that_is_not_a_branch_tag_or_sha(tmp_path):
+    local_hub.commit_files(tmp_path / "hub", REPO, {"README.md": b"card\n"}, "first")
+    with pytest.raises(ZooError, match=r"^revision '--all' is not a branch, tag or commit sha "):
+        local_hub.read_file(tmp_path / "hub", REPO, "--all", "README.md")
+    assert local_hub.read_file(tmp_path / "hub", REPO, "main", "README.md") == b"card\n"
 
 
 # ---------------------------------------------------------------------------------------------- full disks, export

@@ -27,6 +27,8 @@ from zoo.atomic import temp_dir_beside, write_error
 from zoo.errors import ZooError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# a branch, tag or sha: names of letters, digits, '.', '_', '+', '-' (none starting with '.' or '-'), joined by '/'
+REVISION = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*(/[A-Za-z0-9_+][A-Za-z0-9._+-]*)*$")
 _LOOSE_OBJECT = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{38,62}$")
 BRANCH = "main"
 _IDENTITY = {"GIT_AUTHOR_NAME": "contrastive-zoo", "GIT_AUTHOR_EMAIL": "zoo@localhost",
@@ -37,6 +39,14 @@ def check_repo_id(repo_id: str) -> str:
     if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or ".." in repo_id:
         raise ZooError(f"repo id {repo_id!r} is not of the form ORG/NAME (letters, digits, '.', '_', '-')")
     return repo_id
+
+
+def check_revision(revision: str) -> str:
+    """A revision is used in URLs, cache paths and git commands: refuse anything but a branch, tag or sha name."""
+    if not isinstance(revision, str) or len(revision) > 255 or not REVISION.match(revision) or ".." in revision:
+        raise ZooError(f"revision {revision!r} is not a branch, tag or commit sha (names of letters, digits, '.', "
+                       "'_', '+', '-', joined by '/', with no '..'); give one such as 'main' or 'v1.0'")
+    return revision
 
 
 def repo_path(root: str | os.PathLike, repo_id: str) -> Path:
@@ -183,7 +193,7 @@ def resolve_revision(root: str | os.PathLike, repo_id: str, revision: Optional[s
     git_dir = repo_path(root, repo_id)
     if not (git_dir / "HEAD").is_file():
         raise ZooError(f"{repo_id} is not in the local hub {root} (no repository at {git_dir})")
-    rev = revision or BRANCH
+    rev = check_revision(revision or BRANCH)
     out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True,
                          env={**os.environ, "GIT_DIR": str(git_dir)})
     sha = out.stdout.decode().strip()

@@ -95,7 +95,10 @@ def parse_hub_id(spec: str, revision: Optional[str] = None) -> tuple[str, Option
         raise ZooError(f"malformed id {spec!r}: nothing after '@' (give a branch, tag or commit sha)")
     if rev and revision and rev != revision:
         raise ZooError(f"{spec!r} pins revision {rev!r} but revision={revision!r} was also passed")
-    return repo_id, rev or revision
+    revision = rev or revision
+    if revision is not None:
+        local_hub.check_revision(revision)
+    return repo_id, revision
 
 
 def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None,
