@@ -17,11 +17,13 @@ import errno
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import zoo
+from tests.hub_servers import SilentServer, free_port
 from tests.zoo_exports import make_checkpoint, make_export
 from training.cli import main
 from zoo.atomic import atomic_write_text
@@ -69,6 +71,60 @@ def test_atomic_writes_get_the_umask_of_a_new_file_or_the_mode_of_the_file_they_
     kept.chmod(0o640)
     atomic_write_text(kept, "new\n")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new\n"
+
+
+# ------------------------------------------------------------------------------------------------ unreachable Hub
+@pytest.fixture
+def unreachable(request):
+    """The URL of an unreachable endpoint, and what our error says about it: one that never answers, or a refused
+    port."""
+    if request.param == "silent":
+        with SilentServer() as server:
+            yield server.url, "no answer within 3 s"
+    else:
+        yield f"http://127.0.0.1:{free_port()}", "[Errno 111] Connection refused"
+
+
+LOAD_SCRIPT = """
+import sys, time
+import huggingface_hub.file_download, zoo
+start = time.perf_counter()
+try:
+    zoo.load_encoder("hf-hub:zoo/never-cached")
+except zoo.ZooError as err:
+    print(f"{time.perf_counter() - start:.2f}")
+    print(err)
+"""
+
+
+@pytest.mark.parametrize("unreachable", ["silent", "refused"], indirect=True)
+def test_an_unreachable_hub_fails_within_seconds_in_one_line(unreachable, tmp_path):
+    url, reason = unreachable
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, "HF_ENDPOINT": url,
+           "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.run([sys.executable, "-c", LOAD_SCRIPT], env=env, cwd=ROOT_DIR, capture_output=True, text=True,
+                          timeout=120)  # (huggingface_hub alone took minutes)
+    seconds, message = proc.stdout.strip().splitlines()
+    assert message == (f"cannot reach {url} ({reason}) to download config.json of zoo/never-cached@main, and it is "
+                       f"not in the Hugging Face cache ({tmp_path / 'hf-home' / 'hub'}): check the network and "
+                       "HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to work from the cache without waiting for the network")
+    assert float(seconds) < 5
+
+
+@pytest.mark.parametrize("unreachable", ["silent", "refused"], indirect=True)
+def test_publishing_to_an_unreachable_hub_is_one_line_and_records_nothing(unreachable, tmp_path, monkeypatch,
+                                                                          capsys):
+    from huggingface_hub import constants
+
+    url, reason = unreachable
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(constants, "ENDPOINT", url)  # what huggingface_hub read from HF_ENDPOINT at its import
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    export, registry = make_export(tmp_path / "export"), tmp_path / "registry.json"
+    assert main(["publish", str(export), "--repo-id", REPO, "--registry", str(registry)]) == 2
+    assert capsys.readouterr().err == (f"error: cannot reach {url} ({reason}) to publish {REPO}; nothing was "
+                                       "published: check the network and HF_ENDPOINT\n")
+    assert not registry.exists()
 
 
 # ------------------------------------------------------------------------------------------------------ revisions
