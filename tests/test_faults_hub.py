@@ -14,6 +14,7 @@ processes.
 """
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -21,6 +22,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 import zoo
 from tests.hub_servers import SilentServer, free_port
@@ -248,3 +251,59 @@ def test_a_read_only_local_hub_is_one_line_and_unchanged(repository, tmp_path, m
                                        "writable (Permission denied); nothing was changed: check its permissions or "
                                        "write elsewhere\n")
     assert snapshot(hub) == before and snapshot(registry) == registry_before
+
+
+# ------------------------------------------------------------------------------------ weights, cards and configs
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_when_loading_and_when_exporting(value, tmp_path, capsys):
+    folder = make_export(tmp_path / "export")
+    weights = load_file(folder / "model.safetensors")
+    key = sorted(weights)[0]
+    weights[key] = torch.full_like(weights[key], value)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ZooError) as err:
+        zoo.load_encoder(folder)
+    assert str(err.value) == (f"{folder}: model.safetensors holds NaN or infinite values (in {key}): these weights "
+                              "are broken, e.g. by a training run that diverged; export them again from a good "
+                              "checkpoint")
+
+    ckpt = torch.load(make_checkpoint(tmp_path / "diverged.ckpt"), weights_only=True)
+    ckpt["state_dict"] = {k: torch.full_like(v, value) if v.is_floating_point() else v
+                          for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, tmp_path / "diverged.ckpt")
+    out = tmp_path / "diverged"
+    assert main(["export", "--ckpt", str(tmp_path / "diverged.ckpt"), "--out", str(out)]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"error: the encoder to export to {out} holds NaN or infinite values (in ")
+    assert message.endswith(" more): these weights are broken, e.g. by a training run that diverged; export them "
+                            "again from a good checkpoint\n") and message.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_card_that_is_not_text_is_one_line(tmp_path):
+    folder = make_export(tmp_path / "export")
+    (folder / "README.md").write_bytes(b"---\nlicense: apache-2.0\n---\n\xff\xfe damaged")
+    with pytest.raises(ZooError) as err:
+        zoo.get_card(folder)
+    assert str(err.value) == (f"{folder}: README.md is not UTF-8 text (byte 28 cannot be decoded), so it is not a "
+                              "model card; the file is damaged: publish or export it again")
+
+
+def test_an_incomplete_input_config_is_one_line_naming_the_field(tmp_path):
+    with pytest.raises(ZooError) as err:
+        zoo.eval_transform({"input": {"size": [28, 28]}})
+    assert str(err.value) == "eval_transform's config: input.channels is missing"
+    with pytest.raises(ZooError) as err:
+        zoo.eval_transform({"input": {"channels": 1, "size": [28, 28], "mean": [0.5], "std": "wide"}})
+    assert str(err.value) == "eval_transform's config: input.std must be 1 numbers, got 'wide'"
+
+    registry = tmp_path / "registry.json"
+    from training.release.publish import publish
+
+    publish(str(make_export(tmp_path / "export")), repo_id=REPO, to=str(tmp_path / "hub"), registry=str(registry))
+    data = json.loads(registry.read_text())
+    data["entries"]["yadim.tiny"]["input"] = {"channels": 1}
+    registry.write_text(json.dumps(data))
+    with pytest.raises(ZooError) as err:
+        zoo.eval_transform("yadim.tiny", registry=registry)
+    assert str(err.value) == "weights registry entry yadim.tiny: input.size is missing"
