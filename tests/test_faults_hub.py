@@ -307,3 +307,22 @@ def test_an_incomplete_input_config_is_one_line_naming_the_field(tmp_path):
     with pytest.raises(ZooError) as err:
         zoo.eval_transform("yadim.tiny", registry=registry)
     assert str(err.value) == "weights registry entry yadim.tiny: input.size is missing"
+
+
+# ------------------------------------------------------------------------------------------- the demo's download
+@pytest.mark.parametrize("unreachable, reason", [
+    ("silent", "timed out"),
+    ("refused", "Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno 111] Connection refused>"),
+], indirect=["unreachable"])
+def test_a_failed_dataset_download_ends_the_demo_in_one_line(unreachable, reason, tmp_path, monkeypatch, capsys):
+    from torchvision.datasets import FashionMNIST
+
+    from training import demo
+
+    monkeypatch.setattr(FashionMNIST, "mirrors", [f"{unreachable[0]}/"])
+    monkeypatch.setattr("training.pretrain.data.DOWNLOAD_TIMEOUT_S", 1.0)
+    root = tmp_path / "data"
+    assert demo.main(["--out", str(tmp_path / "demo"), "--data-root", str(root), "--download"]) == 2
+    assert capsys.readouterr().err == (f"error: downloading Fashion-MNIST into {root} failed: {reason}; check the "
+                                       "network, or fetch the files by hand and pass their folder as --data.root "
+                                       "DIR\n")
