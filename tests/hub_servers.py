@@ -6,6 +6,8 @@ only the few HTTP endpoints those two calls use (huggingface_hub talks to it exa
 these calls) and writes each commit into a local directory hub with ``zoo.pretrained.local_hub.commit_files``. Everything
 else gets a 404 and is recorded, so a test notices when huggingface_hub starts asking for something new.
 
+``SilentServer`` accepts connections and never answers (an unreachable Hub that hangs rather than refuses).
+
 ``OlahServer`` runs the real olah mirror (``olah-cli``) over such a local hub, so downloads go through
 ``HF_ENDPOINT`` and ``hf_hub_download`` exactly as they would in an air-gapped deployment.
 """
@@ -36,12 +38,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class SilentServer:
+    """An endpoint that never answers: a loopback socket that accepts connections (the kernel completes them from
+    its listen backlog) and never sends a byte, as a black-holed Hub or a hung mirror behaves. Use ``url`` as
+    ``HF_ENDPOINT``; ``free_port()``'s port, where nothing listens, is the other kind of unreachable (refused)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._socket: Optional[socket.socket] = None
+
+    def __enter__(self) -> "SilentServer":
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(64)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._socket.close()
+
+
 class HubStub:
     """Loopback STUB of the Hub endpoints behind ``create_repo`` and ``upload_folder`` (huggingface_hub 2.4).
 
     Not a Hub implementation: it answers ``POST /api/repos/create``, ``POST /api/models/ORG/NAME/preupload/main``
     (every file ``regular``, so content travels base64-inline in the commit and no LFS or xet upload happens) and
-    ``POST /api/models/ORG/NAME/commit/main``, which it commits into the local directory hub ``root``. Every
+    ``POST /api/models/ORG/NAME/commit/main``, which it commits into the local directory hub ``root`` (and
+    ``HEAD /``, the reachability check ``training publish`` makes before it uploads anything). Every
     request is appended to ``requests`` as ``(method, path)``; those it does not know also go to ``unknown``
     and get a 404.
     """
@@ -86,7 +109,9 @@ class HubStub:
         body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
         parts = [unquote(p) for p in path.strip("/").split("/")]
         try:
-            if req.command == "POST" and parts == ["api", "repos", "create"]:
+            if req.command == "HEAD" and parts == [""]:  # publish's reachability check: any answer will do
+                status, answer = 200, {}
+            elif req.command == "POST" and parts == ["api", "repos", "create"]:
                 status, answer = self._create(json.loads(body))
             elif req.command == "POST" and parts == ["api", "validate-yaml"]:
                 status, answer = self._validate_yaml(json.loads(body))

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import zoo
-from tests.hub_servers import HubStub, OlahServer
+from tests.hub_servers import HubStub, OlahServer, SilentServer
 from tests.zoo_exports import make_export, outputs
 
 REPO = "zoo/yadim-tiny"
@@ -147,3 +147,25 @@ def test_two_processes_loading_the_same_uncached_entry_at_once_both_succeed_with
     assert {"config.json", "model.safetensors"} <= files.keys()
     assert sorted(set(files.values())) == blobs  # one blob per file, each linked from the snapshot
     assert not [p for p in repo.rglob("*") if p.name.endswith(".incomplete")]
+
+
+TIMED_SCRIPT = """
+import json, sys, time, zoo
+seconds = {}
+for key, spec, registry in json.loads(sys.argv[1]):
+    start = time.perf_counter()
+    zoo.load_encoder(spec, registry=registry)
+    seconds[key] = time.perf_counter() - start
+print(json.dumps(seconds))
+"""
+
+
+def test_an_unreachable_endpoint_is_not_waited_for_when_the_files_are_cached(hub):
+    cache = str(hub["base"] / "hf-cache-unreachable")
+    specs = [["pinned", "yadim.tiny", hub["reg"]], ["main", f"hf-hub:{REPO}", None]]
+    load_in_subprocess({**hub, "cache": cache}, specs)
+    with SilentServer() as silent:  # accepts and never answers, as a black-holed Hub does
+        out = run(["-c", TIMED_SCRIPT, json.dumps(specs)], {"HF_ENDPOINT": silent.url, "HF_HOME": cache})
+    seconds = json.loads(out.strip().splitlines()[-1])
+    assert seconds["pinned"] < 2  # a commit sha in the cache: no request at all
+    assert seconds["main"] < 5  # a branch: one short try of the Hub, then the cache (huggingface_hub alone: 10 s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -64,14 +65,19 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--download", action="store_true", help="download Fashion-MNIST if not found")
     parser.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ZooError as err:  # a missing dataset, a failed download, a full disk: one line, as the commands do
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """The demo's five steps (see the module docstring)."""
     out = Path(args.out)
     torch.manual_seed(0)
-    try:
-        dm = FashionMNISTDataModule(root=args.data_root, download=args.download)
-        dm.setup()
-    except ZooError as err:
-        print(f"error: {err}")
-        return 2
+    dm = FashionMNISTDataModule(root=args.data_root, download=args.download)
+    dm.setup()
 
     fit_args = ["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(out / "run"),
                 "--trainer.enable_progress_bar", "false"]

@@ -14,13 +14,12 @@ import csv
 import io
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from training.explore.cell import read_result
 from training.explore.grid import Config, Grid
-from zoo.atomic import atomic_write_text
+from zoo.atomic import atomic_write_text, temp_file_beside
 from zoo.methods import resolve_method
 from zoo.spec import CHARACTERISTIC_TITLES, CHARACTERISTICS, Part
 
@@ -132,7 +131,7 @@ def plot_axis(grid: Grid, axis: str, rows: List[Dict[str, Any]], path: Path) -> 
         panel.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{grid.name}: {CHARACTERISTIC_TITLES[axis]} ({len(grid.seeds)} seeds, {budget_text(grid)})")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    fd, tmp = temp_file_beside(path, suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import socket
 import sys
 from bisect import bisect_left
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -36,6 +38,7 @@ from zoo.values import check_values, integer_at_least
 VALUES = {"batch_size": integer_at_least(2), "num_workers": integer_at_least(0), "eval_batch_size": integer_at_least(1)}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DATA_HOME = Path.home() / ".cache" / "contrastive-zoo" / "data"
+DOWNLOAD_TIMEOUT_S = 30.0  # a dataset mirror that stops answering fails after this long instead of hanging
 
 
 class InMemoryImages(Dataset):
@@ -202,8 +205,9 @@ class FashionMNISTDataModule(ImageDataModule):
             from torchvision.datasets import FashionMNIST
 
             target = Path(self.root).expanduser() if self.root else DEFAULT_DATA_HOME
-            FashionMNIST(str(target), train=True, download=True)
-            FashionMNIST(str(target), train=False, download=True)
+            with download_errors("Fashion-MNIST", target):
+                FashionMNIST(str(target), train=True, download=True)
+                FashionMNIST(str(target), train=False, download=True)
             return target / "FashionMNIST" / "raw"
         looked = ", ".join(str(d) for d in self.candidate_dirs())
         raise ZooError(f"Fashion-MNIST not found (looked in {looked}); install Debian's dataset-fashion-mnist, "
@@ -217,11 +221,31 @@ class FashionMNISTDataModule(ImageDataModule):
         return InMemoryImages(images, labels)
 
 
+@contextmanager
+def download_errors(name: str, target: Path) -> Iterator[None]:
+    """A torchvision dataset download with a time limit on every network read (its urllib calls set none), ending
+    in one line when it fails (torchvision's own error lists every mirror on lines of their own)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        yield
+    except (RuntimeError, OSError) as err:  # urllib's errors and timeouts are OSErrors
+        lines = [line.strip() for line in str(err).strip().splitlines()] or [type(err).__name__]
+        reason = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+        raise ZooError(f"downloading {name} into {target} failed: {reason}; check the network, or fetch the files "
+                       "by hand and pass their folder as --data.root DIR") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 # torchvision datasets ----------------------------------------------------------------------------------------
 def _torchvision(factory, root: Optional[str], download: bool, name: str, **kwargs):
     target = str(Path(root).expanduser()) if root else str(DEFAULT_DATA_HOME)
+    if download:
+        with download_errors(name, Path(target)):
+            return factory(target, download=True, **kwargs)
     try:
-        return factory(target, download=download, **kwargs)
+        return factory(target, download=False, **kwargs)
     except RuntimeError as err:
         raise ZooError(f"{name} not found under {target} ({err}); pass --data.root DIR or --data.download true") \
             from None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 import torch
 
 import zoo
 from training.pretrain.hardware import cpu_name
+from zoo.atomic import write_error
 from zoo.build import build_encoder
 from zoo.errors import ZooError, first_line
 from zoo.methods import resolve_method
@@ -99,15 +101,27 @@ def export_checkpoint(*, ckpt: str, out: str, name: Optional[str] = None, datase
         format: ``zoo`` (an exported folder), ``torchvision`` (a state dict file for ``torchvision.models.resnetN``)
             or ``timm`` (a folder in timm's Hugging Face Hub layout).
     """
-    if format != "zoo":
-        return export_other_library(ckpt, out, format, overwrite=overwrite)
-    checkpoint = read_checkpoint(ckpt)
-    method, encoder = encoder_from_checkpoint(checkpoint)
-    run = {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
-           **settings_of(checkpoint), **dict(training or {})}
-    folder = write_export(out, method, encoder, name=name, dataset=dataset, recipe=run_config(Path(ckpt), checkpoint),
-                          training=run, metrics=metrics, metric_commands=metric_commands, overwrite=overwrite)
+    with write_errors(out):
+        if format != "zoo":
+            return export_other_library(ckpt, out, format, overwrite=overwrite)
+        checkpoint = read_checkpoint(ckpt)
+        method, encoder = encoder_from_checkpoint(checkpoint)
+        run = {"epochs": epochs_trained(checkpoint), "global_step": checkpoint.get("global_step"),
+               **settings_of(checkpoint), **dict(training or {})}
+        folder = write_export(out, method, encoder, name=name, dataset=dataset,
+                              recipe=run_config(Path(ckpt), checkpoint), training=run, metrics=metrics,
+                              metric_commands=metric_commands, overwrite=overwrite)
     return str(folder)
+
+
+@contextmanager
+def write_errors(out: str) -> Iterator[None]:
+    """A write that fails (full disk, read-only folder) is one line: every export is staged beside ``out`` and
+    renamed into place, so nothing was written (and an export being replaced is intact)."""
+    try:
+        yield
+    except OSError as err:
+        raise write_error(err, f"cannot export to {out}", Path(out).parent, "nothing was written") from None
 
 
 def export_other_library(source: str, out: str, format: str, overwrite: bool = False) -> Dict[str, Any]:

@@ -35,11 +35,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.pretrained import local_hub, weights_registry
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, staging_dir
 from zoo.pretrained.licenses import config_license, non_commercial_warning
+from zoo.pretrained.sources import hub_transport_errors, hub_unreachable
 from zoo.pretrained.weights_registry import (
     check_entry,
     check_entry_name,
@@ -170,6 +171,10 @@ def _upload_to_hub(repo_id: str, files: Dict[str, bytes], message: str, private:
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
+    unreachable = hub_unreachable(api.endpoint)  # the upload calls would wait for an answer without any limit
+    if unreachable:
+        raise ZooError(f"cannot reach {api.endpoint} ({unreachable}) to publish {repo_id}; nothing was published: "
+                       "check the network and HF_ENDPOINT")
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as staging:
         for fname, data in files.items():
             (Path(staging) / fname).write_bytes(data)
@@ -177,9 +182,9 @@ def _upload_to_hub(repo_id: str, files: Dict[str, bytes], message: str, private:
             api.create_repo(repo_id, exist_ok=True, private=private)
             info = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=message)
         except HfHubHTTPError as err:
-            raise ZooError(f"publishing to {api.endpoint}/{repo_id} failed: {str(err).splitlines()[0]}") from None
-        except OSError as err:  # connection refused, DNS failure, offline mode
-            raise ZooError(f"cannot reach {api.endpoint} to publish {repo_id}: {err}") from None
+            raise ZooError(f"publishing to {api.endpoint}/{repo_id} failed: {first_line(err)}") from None
+        except hub_transport_errors() as err:  # connection lost, DNS failure, offline mode
+            raise ZooError(f"cannot reach {api.endpoint} to publish {repo_id}: {first_line(err)}") from None
     if not info.oid:
         raise ZooError(f"{api.endpoint} did not return a commit sha for {repo_id}")
     return info.oid

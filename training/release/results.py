@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from filelock import FileLock
 
 from training.release.publish import package_where
+from zoo.atomic import temp_file_beside
 from zoo.errors import ZooError
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
@@ -139,7 +140,7 @@ def replace_together(files: List[Tuple[Path, str]], where: str = "") -> None:
 
 
 def _temp_beside(path: Path, text: Optional[str]) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     with os.fdopen(fd, "w") as handle:
         if text is not None:
             handle.write(text)

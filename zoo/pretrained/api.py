@@ -76,7 +76,11 @@ def get_card(name_or_id: str | os.PathLike, revision: Optional[str] = None,
              registry: Optional[str | os.PathLike] = None) -> str:
     """The model card (``README.md``, a Hugging Face model card) of a registry entry, Hub repo or folder."""
     source = resolve_source(name_or_id, revision=revision, registry=registry)
-    return source.read(CARD, verify=False).decode("utf-8")
+    try:
+        return source.read(CARD, verify=False).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ZooError(f"{source.label}: {CARD} is not UTF-8 text (byte {err.start} cannot be decoded), so it is "
+                       "not a model card; the file is damaged: publish or export it again") from None
 
 
 def eval_transform(name_or_encoder: Any, registry: Optional[str | os.PathLike] = None) -> EvalTransform:
@@ -91,9 +95,9 @@ def eval_transform(name_or_encoder: Any, registry: Optional[str | os.PathLike] =
     if isinstance(name_or_encoder, (str, os.PathLike)):
         source: Source = resolve_source(name_or_encoder, registry=registry)
         if source.entry is not None and source.kind == "release":  # the conversion's input once it exists
-            return EvalTransform(release_input(source.entry))
+            return EvalTransform(release_input(source.entry), source=f"{source.label}: input")
         if source.entry is not None:
-            return EvalTransform({"input": source.entry.input})
+            return EvalTransform({"input": source.entry.input}, source=f"weights registry entry {source.entry.name}")
         return EvalTransform(parse_config(source.read(CONFIG), source=f"{source.label}: {CONFIG}"))
     raise ZooError(f"eval_transform needs an encoder from load_encoder, a name or a config, got "
                    f"{type(name_or_encoder).__name__}")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from zoo.atomic import give_umask_modes, temp_dir_beside
 from zoo.build import build_encoder
 from zoo.errors import ZooError
 from zoo.images import image_to_tensor
@@ -39,10 +39,11 @@ def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ZooError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    check_finite(state, f"the encoder to export to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(out)
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / CARD).write_text(card)
@@ -55,16 +56,14 @@ def write_exported(out_dir: str | os.PathLike, encoder: Encoder, config: Mapping
 
 
 def staging_dir(target: Path) -> Path:
-    """A fresh folder beside ``target`` to assemble it in; readable like any folder (mkdtemp makes it 0700)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
+    """A fresh folder beside ``target`` to assemble it in, readable like any folder (``zoo.atomic``)."""
+    return temp_dir_beside(target)
 
 
 def replace_dir(new: Path, target: Path) -> None:
+    """Rename the staged folder ``new`` over ``target`` (the old one is kept aside until then), its files given the
+    umask's permissions first (``zoo.atomic.give_umask_modes``)."""
+    give_umask_modes(new)
     if not target.exists():
         os.rename(new, target)
         return
@@ -89,7 +88,17 @@ def validate_config(config: Any, source: str = CONFIG) -> Dict[str, Any]:
             raise ZooError(f"{source}: field {key!r} must be {kind.__name__}, got {type(config[key]).__name__}")
     if config["format"] != FORMAT:
         raise ZooError(f"{source}: unsupported format {config['format']!r} (this version reads {FORMAT!r})")
-    inp = config["input"]
+    validate_input(config["input"], source)
+    if not 0 < config["num_features"] <= 1 << 20:
+        raise ZooError(f"{source}: num_features {config['num_features']} is out of range")
+    Part.from_dict(config["encoder"])
+    return config
+
+
+def validate_input(inp: Any, source: str) -> Mapping[str, Any]:
+    """Check a config's ``input`` block (what ``EvalTransform`` needs); raises ZooError naming the bad field."""
+    if not isinstance(inp, Mapping):
+        raise ZooError(f"{source}: input must be a JSON object, got {type(inp).__name__}")
     for key in ("channels", "size", "mean", "std"):
         if key not in inp:
             raise ZooError(f"{source}: input.{key} is missing")
@@ -106,10 +115,7 @@ def validate_config(config: Any, source: str = CONFIG) -> Dict[str, Any]:
     for key in ("patch", "overlap"):
         if key in inp and (not isinstance(inp[key], int) or not 0 <= inp[key] <= 4096):
             raise ZooError(f"{source}: input.{key} must be an int within 0..4096, got {inp[key]!r}")
-    if not 0 < config["num_features"] <= 1 << 20:
-        raise ZooError(f"{source}: num_features {config['num_features']} is out of range")
-    Part.from_dict(config["encoder"])
-    return config
+    return inp
 
 
 def read_config(folder: str | os.PathLike) -> Dict[str, Any]:
@@ -167,12 +173,23 @@ def encoder_from_files(config: Mapping[str, Any], weights: bytes, source: str) -
         state = load_safetensors(weights)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ZooError(f"{source}: {WEIGHTS} is not a readable safetensors file: {err}") from None
+    check_finite(state, f"{source}: {WEIGHTS}")
     encoder = build_from_config(config, source, on_meta=True)
     load_state_strict(encoder, state, f"{source}: {WEIGHTS}", assign=True)
     if any(t.is_meta for t in (*encoder.parameters(), *encoder.buffers())):
         encoder = build_from_config(config, source)
         load_state_strict(encoder, state, f"{source}: {WEIGHTS}")
     return encoder.eval()
+
+
+def check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity (a run that diverged): they would load, and every feature would be
+    NaN. ``source`` names the weights in the one-line error."""
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ZooError(f"{source} holds NaN or infinite values (in {', '.join(bad[:3])}{more}): these weights are "
+                       "broken, e.g. by a training run that diverged; export them again from a good checkpoint")
 
 
 def load_exported(folder: str | os.PathLike) -> Encoder:
@@ -216,8 +233,8 @@ class EvalTransform:
     ``transform=`` to any torchvision dataset or applied to whole batches.
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        inp = config["input"]
+    def __init__(self, config: Mapping[str, Any], source: str = "eval_transform's config") -> None:
+        inp = validate_input(config.get("input"), source)
         self.channels, self.size = inp["channels"], tuple(inp["size"])
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
         self.patch, self.overlap = inp.get("patch"), inp.get("overlap", 0)

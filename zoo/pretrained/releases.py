@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 from zoo.pretrained.download import Digest, download, file_digests
-from zoo.pretrained.exported import CONFIG, WEIGHTS, replace_dir
+from zoo.pretrained.exported import CONFIG, WEIGHTS, read_config, replace_dir
 from zoo.pretrained.licenses import forbids_commercial_use
 from zoo.pretrained.weights_registry import WeightsEntry
 
@@ -202,8 +202,7 @@ def release_input(entry: WeightsEntry) -> Dict[str, Any]:
     """``{"input": ...}`` of a release entry: its cached conversion's when there is one (the file decides), else
     the input the entry states (no download)."""
     if cached_release(entry) is not None:
-        config = json.loads((release_folder(entry) / CONFIG).read_text(encoding="utf-8"))
-        return {"input": config["input"]}
+        return {"input": read_config(release_folder(entry))["input"]}  # validated: a damaged cache is one line
     return {"input": dict(entry.input)}
 
 

@@ -4,6 +4,11 @@
 folder) into a ``Source`` whose ``read(filename)`` returns the file's bytes. Registry entries carry the sha256 of
 each file they load, and ``Source.read`` checks it before anything is parsed: a tampered or truncated download
 fails here with the expected and actual digests, never later as a confusing shape error.
+
+Hub ids and revisions are checked before any URL or cache path is built from them. Before a download, one short
+request (``hub_unreachable``) asks whether the endpoint answers at all: huggingface_hub alone waits 10 s for a
+first answer and then retries for minutes, so without it an unreachable Hub (offline, firewalled, a dead mirror)
+takes that long to fail. An unreachable endpoint is then served from the Hugging Face cache, or fails in one line.
 """
 
 from __future__ import annotations
@@ -11,16 +16,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
+from urllib.parse import urlsplit
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.pretrained import local_hub
 from zoo.pretrained.weights_registry import WeightsEntry, open_registry
 
 HF_PREFIX = "hf-hub:"
+# seconds to wait for the Hub's first answer (HF_HUB_ETAG_TIMEOUT, when set, instead): far above a working Hub's
+# answer time, so that an unreachable one fails fast
+HUB_TIMEOUT_S = 3.0
+UNREACHABLE_MEMORY_S = 60.0  # an endpoint that did not answer is not asked again this long (a load reads 2 files)
+_unreachable: Dict[str, Tuple[float, str]] = {}  # endpoint -> (time.monotonic() of the failure, why)
 _HF_ID = re.compile(r"^hf-hub:(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]*))?$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -95,7 +108,10 @@ def parse_hub_id(spec: str, revision: Optional[str] = None) -> tuple[str, Option
         raise ZooError(f"malformed id {spec!r}: nothing after '@' (give a branch, tag or commit sha)")
     if rev and revision and rev != revision:
         raise ZooError(f"{spec!r} pins revision {rev!r} but revision={revision!r} was also passed")
-    return repo_id, rev or revision
+    revision = rev or revision
+    if revision is not None:
+        local_hub.check_revision(revision)
+    return repo_id, revision
 
 
 def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None,
@@ -151,9 +167,55 @@ def _entry_for_repo(repo_id: str, revision: Optional[str], registry: Optional[st
     return None
 
 
+def hub_timeout() -> float:
+    """Seconds to wait for the Hub's first answer: ``HF_HUB_ETAG_TIMEOUT`` when set, else ``HUB_TIMEOUT_S``."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_ETAG_TIMEOUT != constants.DEFAULT_ETAG_TIMEOUT:  # huggingface_hub's own test for "set"
+        return float(constants.HF_HUB_ETAG_TIMEOUT)
+    return HUB_TIMEOUT_S
+
+
+def hub_unreachable(url: str) -> Optional[str]:
+    """None when ``url`` gives any HTTP answer (whatever its status) within ``hub_timeout()``; else why not, in a
+    few words. It goes through huggingface_hub's own HTTP session (its proxies, certificates and headers). An
+    endpoint that did not answer is taken at its word for ``UNREACHABLE_MEMORY_S``."""
+    from huggingface_hub.utils import get_session
+
+    endpoint = urlsplit(url)._replace(path="", query="", fragment="").geturl()
+    failed = _unreachable.get(endpoint)
+    if failed is not None and time.monotonic() - failed[0] < UNREACHABLE_MEMORY_S:
+        return failed[1]
+    timeout = hub_timeout()
+    try:
+        get_session().head(url, timeout=timeout)
+    except Exception as err:  # noqa: BLE001 - refused, DNS, proxy, TLS or timeout: whatever the HTTP library raises
+        why = f"no answer within {timeout:g} s" if isinstance(err, TimeoutError) or "Timeout" in type(err).__name__ \
+            else first_line(err)
+        _unreachable[endpoint] = (time.monotonic(), why)
+        return why
+    _unreachable.pop(endpoint, None)
+    return None
+
+
+def hub_transport_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of huggingface_hub's HTTP library for a request that got no answer (httpx and its
+    successor httpx2 raise ``TransportError``s, which are not ``OSError``s; requests raises ``OSError``s)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def _hub_download(repo_id: str, revision: Optional[str], filename: str) -> bytes:
-    """``hf_hub_download`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``) with one clear error per failure."""
-    from huggingface_hub import constants, hf_hub_download
+    """``hf_hub_download`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``) with one clear error per failure; an
+    endpoint that does not answer (``hub_unreachable``) is not waited for: the file comes from the cache."""
+    from huggingface_hub import constants, hf_hub_download, hf_hub_url, try_to_load_from_cache
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -163,8 +225,15 @@ def _hub_download(repo_id: str, revision: Optional[str], filename: str) -> bytes
     )
 
     where = f"{repo_id}@{revision or 'main'} ({constants.ENDPOINT})"
+    offline = constants.is_offline_mode()
+    # a file cached at a commit sha (what the registry pins) is read without asking the Hub anything
+    pinned_and_cached = bool(revision and _COMMIT_SHA.match(revision)) and \
+        isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
+    unreachable = None
+    if not (offline or pinned_and_cached):
+        unreachable = hub_unreachable(hf_hub_url(repo_id, filename, revision=revision))
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision)
+        path = hf_hub_download(repo_id, filename, revision=revision, local_files_only=unreachable is not None)
     except RevisionNotFoundError:
         raise ZooError(f"revision {revision!r} not found in {repo_id} ({constants.ENDPOINT})") from None
     except RepositoryNotFoundError:  # some mirrors answer this for a missing revision of an existing repo too
@@ -172,11 +241,13 @@ def _hub_download(repo_id: str, revision: Optional[str], filename: str) -> bytes
         raise ZooError(f"{what} not found on {constants.ENDPOINT} (or it is private and no token was given)") \
             from None
     except LocalEntryNotFoundError:
-        if constants.is_offline_mode():
+        if offline:
             raise ZooError(f"{filename} of {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
                            f"HF_HUB_OFFLINE is set: download it once with network access") from None
-        raise ZooError(f"cannot reach {constants.ENDPOINT} to download {filename} of {where}, and it is not in "
-                       f"the cache ({constants.HF_HUB_CACHE})") from None
+        raise ZooError(f"cannot reach {constants.ENDPOINT} ({unreachable or 'no connection'}) to download {filename} "
+                       f"of {repo_id}@{revision or 'main'}, and it is not in the Hugging Face cache "
+                       f"({constants.HF_HUB_CACHE}): check the network and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to "
+                       "work from the cache without waiting for the network") from None
     except EntryNotFoundError:
         raise ZooError(f"{where} has no file {filename}") from None
     except HfHubHTTPError as err:
