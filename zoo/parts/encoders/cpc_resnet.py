@@ -70,7 +70,10 @@ class LNBottleneck(nn.Module):
         out_size = _conv_out(size, 3, stride, 1)
         self.conv1 = nn.Conv2d(n_in, width, 1, bias=False)
         self.ln1 = nn.LayerNorm([width, size, size])
-        self.conv2 = nn.Conv2d(width, width, 3, stride, padding=1, bias=False)
+        # on a 1x1 map (layer3.0 and layer4.0 of 8px patches) stride 1 gives the same 1x1 output from the same
+        # centre tap, and the same weights; with stride 2 there, oneDNN's AMX bf16 weight gradient leaves the taps
+        # that only meet padding uninitialised (garbage or NaN, which the optimizer then writes into the weights)
+        self.conv2 = nn.Conv2d(width, width, 3, stride if size > 1 else 1, padding=1, bias=False)
         self.ln2 = nn.LayerNorm([width, out_size, out_size])
         self.conv3 = nn.Conv2d(width, n_out, 1, bias=False)
         self.ln3 = nn.LayerNorm([n_out, out_size, out_size])
