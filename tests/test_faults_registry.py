@@ -280,3 +280,21 @@ def test_a_registry_write_failing_after_the_commit_undoes_what_can_be_undone(tmp
                                        f"the Hub repository {REPO} keeps its new commit {'f' * 40}: publish again "
                                        "once the registry can be written\n")
     assert reg.read_bytes() == registry_text
+
+
+def test_evaluate_refuses_a_record_target_it_cannot_write_before_evaluating(tmp_path, monkeypatch, capsys):
+    """Issue 26, item 4: the whole evaluation ran, then its result was lost in a traceback. The data root below
+    does not exist: an evaluation that started would fail on it, with another message."""
+    reg = own_registry(tmp_path)
+    before = reg.read_bytes()
+    read_only(monkeypatch, reg.parent)
+    data = ["--data", "fashion_mnist", "--root", str(tmp_path / "no-data"), "--k", "5"]
+    assert main(["evaluate", "--encoder", "yadim.tiny", "--registry", str(reg), *data, "--record", str(reg)]) == 2
+    assert capsys.readouterr().err == f"error: cannot write the weights registry {reg}: Permission denied\n"
+    folder = tmp_path / "export"
+    shutil.copytree(reg.parent / "yadim.tiny", folder)
+    read_only(monkeypatch, folder)
+    assert main(["evaluate", "--encoder", str(folder), *data, "--record", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"error: --record {folder}: cannot write in {folder} (Permission denied); "
+                                       "nothing was evaluated\n")
+    assert reg.read_bytes() == before and not (tmp_path / "no-data").exists()

@@ -34,16 +34,27 @@ from zoo.errors import ZooError
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
 from zoo.pretrained.sources import resolve_source
-from zoo.pretrained.weights_registry import check_package_write, open_registry, record_entry
+from zoo.pretrained.weights_registry import check_package_write, check_writable, open_registry, record_entry
 
 
 def check_record_target(record: str, maintainer: bool = False) -> Path:
-    """``record`` as a path, refused (one ZooError line) when it is missing or inside the installed package
-    without ``maintainer``."""
+    """``record`` as a path, refused (one ZooError line) when it is missing, cannot be written, or is inside the
+    installed package without ``maintainer``: checked before an evaluation, so that none runs for nothing."""
     path = Path(record).expanduser()
     if not path.exists():
         raise ZooError(f"--record {record}: no such registry file or exported folder")
-    return check_package_write(path, "--record", maintainer)
+    path = check_package_write(path, "--record", maintainer)
+    if path.is_file():
+        check_writable(path)
+    else:  # an exported folder: its config and card are replaced through temporary files beside them
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".record.", suffix=".probe", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise ZooError(f"--record {record}: cannot write in {path} ({err.strerror}); nothing was evaluated") \
+                from None
+    return path
 
 
 def record_result(spec: str, key: str, value: float, command: Optional[str], *, record: str,
