@@ -8,6 +8,7 @@ import contextvars
 import functools
 import json
 import sys
+from argparse import ArgumentError
 from typing import Any, Callable, List, Optional
 
 from training.pretrain.fit_cli import Interrupted
@@ -29,7 +30,7 @@ def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callabl
     # ProgressLine replaces Lightning's bar (``--trainer.enable_progress_bar true`` brings the bar back)
     build = functools.partial((cli_class or ZooCLI), ContrastiveModule, ImageDataModule, subclass_mode_data=True,
                               args=args, run=run, trainer_class=ZooTrainer, save_config_callback=AtomicSaveConfig,
-                              save_config_kwargs={"overwrite": True},
+                              save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False},
                               trainer_defaults={"callbacks": [ResumableTraining(), ProgressLine()],
                                                 "enable_progress_bar": False})
     # in a copy of the caller's context: jsonargparse leaves its last parser in a context variable, and the parser
@@ -47,6 +48,16 @@ def dashes_to_underscores(argv: List[str]) -> List[str]:
             arg = "--" + name.replace("-", "_") + eq + value
         out.append(arg)
     return out
+
+
+def argument_error_line(err: ArgumentError) -> str:
+    """jsonargparse's message in one line; for a value nested in a class (``--data.init_args.batch_size x``),
+    the innermost key and what was expected, without the union alternatives around it."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    inner = text.rfind('Parser key "')
+    if text.count('Parser key "') > 1 and inner >= 0:
+        text = text[inner:].split(" - Expected a <class 'NoneType'>")[0]
+    return text
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -77,13 +88,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "import-legacy": import_legacy_command, "releases": releases}
             if argv[0] == "releases":
                 argv = [{"--json": "--json_output=true", "--markdown": "--markdown=true"}.get(a, a) for a in argv]
-            result = auto_cli(commands, args=dashes_to_underscores(argv))
+            result = auto_cli(commands, args=dashes_to_underscores(argv), exit_on_error=False)
             if isinstance(result, dict):
                 print(json.dumps(result, indent=2))
             elif result is not None:
                 print(result)
         else:
             lightning_cli(argv)
+    except ArgumentError as err:  # a value of the wrong type, an unknown option: jsonargparse's lines, as one
+        print(f"error: {argument_error_line(err)} (see --help)", file=sys.stderr)
+        return 2
     except ZooError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
