@@ -72,5 +72,5 @@ def test_nce_loss_clips_for_the_softmax_and_penalises_raw():
     assert loss.item() == pytest.approx(want_loss, rel=1e-5)
     assert torch.allclose(raw.grad, torch.tensor(want_grad), rtol=1e-5, atol=1e-7)
     assert raw.grad[1, 0].item() == pytest.approx(2 * WEIGHT * 300 / 6, rel=1e-4)  # only the penalty moves 300
-    with pytest.raises(zoo.ZooError, match="tanh_clip > 0"):
+    with pytest.raises(zoo.ZooError, match=r"^loss 'nce': tanh_clip is 0.0; it must be null or a number > 0$"):
         zoo.REGISTRIES["loss"].build("nce", {"tanh_clip": 0.0})
