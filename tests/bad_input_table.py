@@ -91,6 +91,25 @@ def _wrong_registry_folder(work: Path) -> None:
     zoo.load_encoder("yadim.tiny", registry=work / "registry.json")
 
 
+def _nan_weights(work: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = work / "export"
+    _export(work)
+    state = load_file(str(folder / "model.safetensors"))
+    state[next(k for k, v in state.items() if v.is_floating_point())].fill_(float("nan"))
+    save_file(state, str(folder / "model.safetensors"))
+    __import__("zoo").load_encoder(str(folder))
+
+
+def _wrong_channels(work: Path) -> None:
+    import torch
+
+    import zoo
+
+    zoo.load_encoder("yadim")(torch.zeros(1, 3, 32, 32))
+
+
 CASES: List[Case] = [
     ('`load_encoder("yadm")`', _python(lambda w: __import__("zoo").load_encoder("yadm"))),
     ('`load_encoder("hf-hub:org/name@../x")`',
@@ -99,6 +118,10 @@ CASES: List[Case] = [
      _python(lambda w: __import__("zoo").load_encoder("org/name"))),
     ("a release entry, offline, not cached (`ZOO_OFFLINE=1`)", _python(_offline_release)),
     ("a registry entry whose folder leaves the registry's folder", _python(_wrong_registry_folder)),
+    ('`load_encoder("yadim", revision="main")` (a shipped entry)',
+     _python(lambda w: __import__("zoo").load_encoder("yadim", revision="main"))),
+    ("an exported folder whose weights hold NaN", _python(_nan_weights)),
+    ("3 channels to a grey encoder", _python(_wrong_channels)),
     ("`fit` with `--data.init_args.batch_size 1`",
      _cli("fit", "--config", RECIPE, "--data.init_args.batch_size", "1")),
     ("`fit` with `--data.init_args.batch_size x`",

@@ -141,6 +141,9 @@ def resolve_source(name_or_id: str | os.PathLike, revision: Optional[str] = None
 
 def entry_source(entry: WeightsEntry, revision: Optional[str] = None, progress: Optional[bool] = None) -> Source:
     pinned = entry.source.get("revision")
+    if revision is not None and pinned is None:  # package and release entries have no revisions at all
+        raise ZooError(f"{entry.name} has no revisions (its weights are {entry.where()}); revision= applies to "
+                       "'hf-hub:ORG/NAME' ids and hub entries")
     if revision is not None and revision != pinned:
         hint = (f"; to load another revision use 'hf-hub:{entry.source['repo_id']}@{revision}'"
                 if entry.kind == "hf-hub" else "")
@@ -148,8 +151,6 @@ def entry_source(entry: WeightsEntry, revision: Optional[str] = None, progress: 
                        f"{hint}")
     label = f"{entry.name} ({entry.where()})"
     if entry.kind == "release":
-        if revision is not None:
-            raise ZooError(f"{entry.name} is a release entry (a file its publisher released); it has no revisions")
         return Source(label=entry.name, kind="release", entry=entry, progress=progress)
     if entry.kind == "package":
         return Source(label=label, kind="package", entry=entry, folder=entry.package_folder())
