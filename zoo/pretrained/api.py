@@ -44,9 +44,9 @@ def load_encoder(name_or_id: str | os.PathLike, pretrained: bool = True, revisio
         progress: the download bar of a release entry's first load (on stderr): ``None`` shows it only on a
             terminal (and not under ``ZOO_QUIET=1``), ``False`` never.
 
-    A release entry (``list_releases()``; e.g. ``"moco_v2.imagenet"``) is downloaded from its publisher on first
-    use, checked against the publisher's digest, converted and cached (``zoo.pretrained.releases``); later loads
-    read only the cache.
+    A release entry (``python -m training releases`` lists them; e.g. ``"moco_v2.imagenet"``) is downloaded from its
+    publisher on first use, checked against the publisher's digest, converted and cached
+    (``zoo.pretrained.releases``); later loads read only the cache.
 
     The encoder carries ``zoo_config`` (its config.json) and ``zoo_source`` (where it came from, its sha256).
     """
