@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 from zoo.errors import ZooError, first_line
 
@@ -50,14 +50,14 @@ class Digest(NamedTuple):
         return digests[self.algorithm].startswith(self.value)
 
 
-def file_digests(path: Path) -> Dict[str, str]:
-    """The md5 and sha256 of a file, read once."""
-    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+def file_digests(path: str | Path, algorithms: Sequence[str] = ("md5", "sha256")) -> Dict[str, str]:
+    """The hex digests of a file (by default its md5 and sha256), the file read once."""
+    hashers = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
-            md5.update(block)
-            sha256.update(block)
-    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+            for hasher in hashers.values():
+                hasher.update(block)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
 def show_progress(progress: Optional[bool]) -> bool:

@@ -58,7 +58,7 @@ def exported_config(method: Any, encoder: Any, *, name: Optional[str], dataset: 
         "encoder": method.encoder.to_dict(),
         "num_features": int(encoder.num_features),
         "input": {"channels": channels, "size": [int(s) for s in size], "mean": mean, "std": std},
-        "package_version": _version(),
+        "package_version": package_version(),
         "git_commit": git_commit(),
         "recipe": dict(recipe),
         "training": dict(training),
@@ -99,7 +99,7 @@ def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[s
     return folder
 
 
-def _version() -> str:
-    import zoo
+def package_version() -> str:
+    import zoo  # not at the top: zoo/__init__ imports this package
 
     return zoo.__version__

@@ -146,13 +146,14 @@ def install_release(entry: WeightsEntry, file: Path, *, downloaded_from: str,
     checked here first. ``consume``: delete ``file`` once the folder is in place (on success only).
     """
     from zoo.pretrained.convert import import_legacy
+    from zoo.pretrained.export_folder import package_version
 
     digests = digests or _checked(entry, Path(file), downloaded_from)
     src = entry.source
     cert = {"entry": entry.name, "source_url": src["url"], "downloaded_from": downloaded_from,
             "source_sha256": digests["sha256"], "publisher_digest": src.get("digest"),
             "publisher_digest_kind": Digest.parse(src["digest"], entry.name).kind if "digest" in src else "none stated",
-            "format": src["format"], "cited": src.get("cited"), "package_version": _version()}
+            "format": src["format"], "cited": src.get("cited"), "package_version": package_version()}
     final = release_folder(entry)
     staging = final.with_name(f".{entry.name}.converting-{os.getpid()}")
     where = (f"Released by its publisher at {src['url']}; downloaded, checked and converted on this machine into "
@@ -165,7 +166,7 @@ def install_release(entry: WeightsEntry, file: Path, *, downloaded_from: str,
                       overwrite=True, certificate=cert, where=where, expect_encoder=entry.encoder or None,
                       expect_features=entry.num_features)
         config = json.loads((staging / CONFIG).read_text(encoding="utf-8"))
-        config["conversion"]["model_sha256"] = _sha256(staging / WEIGHTS)
+        config["conversion"]["model_sha256"] = file_digests(staging / WEIGHTS, ("sha256",))["sha256"]
         atomic_write_text(staging / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
         replace_dir(staging, final)
     except OSError as err:
@@ -277,11 +278,3 @@ def _made(folder: Path) -> Path:
     return folder
 
 
-def _sha256(path: Path) -> str:
-    return file_digests(path)["sha256"]
-
-
-def _version() -> str:
-    import zoo
-
-    return zoo.__version__

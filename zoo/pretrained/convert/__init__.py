@@ -106,7 +106,8 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
         raise ZooError(f"{format}: files in this format carry different licences ({fmt.options.get('license_why')}); "
                        f"name this file's with license= (--license)")
     license = check_license(license or fmt.license, f"{format} license")
-    extra = {"imported_from": {"file": file.name, "sha256": sha256_of(file), "format": format,
+    source_sha256 = certificate["source_sha256"] if certificate else sha256_of(file)  # a release's is checked
+    extra = {"imported_from": {"file": file.name, "sha256": source_sha256, "format": format,
                                "layout_from": fmt.source},
              "reported": _reported(fmt, file.name, reported)}
     if certificate is not None:

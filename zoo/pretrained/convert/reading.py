@@ -7,7 +7,6 @@ objects (a pickle that needs one is refused, naming the class). Every key of the
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from zoo.errors import ZooError, first_line
 from zoo.pretrained.convert.formats import FORMATS, TRUNKS, LegacyFormat
+from zoo.pretrained.download import file_digests
 
 
 def read_legacy(path: str | Path, safe_route: str = "") -> Any:
@@ -36,11 +36,7 @@ def read_legacy(path: str | Path, safe_route: str = "") -> Any:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digests(path, ("sha256",))["sha256"]
 
 
 def layout_error(format: str, path: str, detail: str) -> ZooError:
