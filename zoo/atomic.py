@@ -62,6 +62,13 @@ def temp_file_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     return fd, tmp
 
 
+def probe_writable(folder: Path) -> None:
+    """Raise the ``OSError`` that creating a file in ``folder`` would meet (read-only, full), creating nothing."""
+    fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def temp_dir_beside(target: Path) -> Path:
     """A fresh folder beside ``target`` to assemble it in, with the permissions a new folder gets under the umask
     (``mkdtemp`` alone makes it 0700); ``target``'s parents are created as needed."""

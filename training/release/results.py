@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from filelock import FileLock
 
 from training.release.publish import package_where
-from zoo.atomic import temp_file_beside
+from zoo.atomic import probe_writable, temp_file_beside
 from zoo.errors import ZooError
 from zoo.pretrained.cards import render_card
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
@@ -48,9 +48,7 @@ def check_record_target(record: str, maintainer: bool = False) -> Path:
         check_writable(path)
     else:  # an exported folder: its config and card are replaced through temporary files beside them
         try:
-            fd, probe = tempfile.mkstemp(prefix=".record.", suffix=".probe", dir=path)
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(path)
         except OSError as err:
             raise ZooError(f"--record {record}: cannot write in {path} ({err.strerror}); nothing was evaluated") \
                 from None

@@ -33,12 +33,11 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from zoo.atomic import atomic_write_text
+from zoo.atomic import atomic_write_text, probe_writable
 from zoo.errors import UnknownNameError, ZooError
 from zoo.part_registry import unknown_name_message
 from zoo.pretrained.licenses import PROJECT_LICENSE, check_license
@@ -296,9 +295,7 @@ def check_writable(path: str | os.PathLike) -> None:
     read_registry_file(path)
     folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # the nearest that exists
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as err:
         raise ZooError(f"cannot write the weights registry {path}: {err.strerror or err}") from None
     if path.exists() and not os.access(path, os.W_OK):
