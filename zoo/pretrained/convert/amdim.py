@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from zoo.build import build_encoder
 from zoo.errors import ZooError
 from zoo.pretrained.convert.formats import LegacyFormat, Trunk, TrunkResult, register_format, register_trunk
+from zoo.pretrained.convert.reading import top_level
 from zoo.spec import Part
 
 
@@ -68,7 +69,7 @@ def amdim_checkpoint(ckpt: Any, format: str) -> Tuple[Dict[str, Tensor], Dict[st
     """The flat state dict and hyper-parameters of a loaded AMDIM checkpoint (``torch.load(weights_only=True)``)."""
     keys = {"amdim_public": ("model", "hyperparams"), "pl_bolts_amdim": ("state_dict", "hyper_parameters")}[format]
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get(keys[0]), Mapping):
-        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        top = top_level(ckpt)
         raise ZooError(f"{format}: expected a checkpoint with {keys[0]!r} and {keys[1]!r}, found {top}")
     hparams = ckpt.get(keys[1])
     return dict(ckpt[keys[0]]), dict(hparams) if isinstance(hparams, Mapping) else {}

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from zoo.errors import ZooError
 from zoo.pretrained.convert.formats import LegacyFormat, Preprocess, Reported, register_format
-from zoo.pretrained.convert.reading import layout_error, plain_state, tensors_only
+from zoo.pretrained.convert.reading import layout_error, plain_state, tensors_only, top_level
 
 UNIT_RANGE = Preprocess((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 224, "")
 
@@ -43,7 +43,7 @@ register_format(LegacyFormat(
 
 def simclr_v2_state(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("resnet"), Mapping):
-        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        top = top_level(ckpt)
         raise layout_error(format, path, f"no 'resnet' state dict (top level {top}); Separius/SimCLRv2-Pytorch "
                                          "saves {'resnet': ..., 'head': ...}")
     state = {f"resnet.{k}": v for k, v in ckpt["resnet"].items()}

@@ -29,7 +29,7 @@ from typing import Any, Dict, Mapping, Tuple
 from torch import Tensor
 
 from zoo.pretrained.convert.formats import LegacyFormat, Preprocess, Reported, register_format
-from zoo.pretrained.convert.reading import flatten, layout_error, plain_state, tensors_only
+from zoo.pretrained.convert.reading import flatten, layout_error, plain_state, tensors_only, top_level
 
 IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, "torchvision's ImageNet statistics")
 
@@ -46,7 +46,7 @@ register_format(LegacyFormat(
 def moco_state(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     """``{epoch, arch, state_dict, optimizer}`` -> the state dict, and ``arch`` to cross-check the tensors."""
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        top = top_level(ckpt)
         raise layout_error(format, path, f"no 'state_dict' (top level {top}); main_lincls.py reads "
                                          "checkpoint['state_dict']")
     arch = ckpt.get("arch")
@@ -73,7 +73,7 @@ def vissl_state(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], D
     elif isinstance(ckpt, Mapping) and isinstance(ckpt.get("model_state_dict"), Mapping):
         model = {"trunk": ckpt["model_state_dict"]}
     if not isinstance(model, Mapping) or not isinstance(model.get("trunk"), Mapping):
-        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        top = top_level(ckpt)
         raise layout_error(format, path, f"no classy_state_dict.base_model.model.trunk (top level {top})")
     return tensors_only(flatten(model), format, path), {}
 

@@ -35,7 +35,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import Tensor
 
 from zoo.pretrained.convert.formats import LegacyFormat, Preprocess, register_format
-from zoo.pretrained.convert.reading import layout_error, lightning_state, tensors_only
+from zoo.pretrained.convert.reading import layout_error, lightning_state, tensors_only, top_level
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SOLO_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32),
@@ -79,7 +79,7 @@ register_format(LegacyFormat(
 
 def mmselfsup_state(ckpt: Any, path: str, format: str) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        top = top_level(ckpt)
         raise layout_error(format, path, f"no 'state_dict' (top level {top})")
     state = tensors_only(ckpt["state_dict"], format, path)
     extracted: Optional[str] = ckpt.get("author") if isinstance(ckpt.get("author"), str) else None

@@ -39,6 +39,11 @@ def sha256_of(path: str | Path) -> str:
     return file_digests(path, ("sha256",))["sha256"]
 
 
+def top_level(ckpt: Any) -> Any:
+    """What a checkpoint holds at its top, for an error: its first five keys, or its type."""
+    return sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+
+
 def layout_error(format: str, path: str, detail: str) -> ZooError:
     return ZooError(f"unknown legacy key layout for format {format!r} in {Path(path).name}: {detail}; "
                     f"known formats: {sorted(FORMATS)}")
@@ -56,7 +61,7 @@ def tensors_only(state: Any, format: str, path: str) -> Dict[str, Tensor]:
 def lightning_state(ckpt: Any, path: str, format: str = "") -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     """A Lightning checkpoint's ``state_dict`` and ``hyper_parameters``."""
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        top = sorted(map(str, ckpt))[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        top = top_level(ckpt)
         raise layout_error(format, path, f"not a Lightning checkpoint (no 'state_dict'; top level {top})")
     hparams = ckpt.get("hyper_parameters")
     return tensors_only(ckpt["state_dict"], format, path), dict(hparams) if isinstance(hparams, Mapping) else {}
