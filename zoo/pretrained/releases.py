@@ -207,12 +207,9 @@ def release_input(entry: WeightsEntry) -> Dict[str, Any]:
     return {"input": dict(entry.input)}
 
 
-def expected_size(entry: WeightsEntry) -> Optional[int]:
-    """Bytes of the converted weights: the cached file's, else counted from the encoder the entry states (built
-    on the meta device, nothing allocated), else None."""
-    weights = release_folder(entry) / WEIGHTS
-    if cached_release(entry) is not None:
-        return weights.stat().st_size
+def counted_size(entry: WeightsEntry) -> Optional[int]:
+    """Bytes of the weights of the encoder the entry states, counted on the meta device (nothing allocated), or
+    None when it states none."""
     if not entry.encoder:
         return None
     import torch
@@ -244,7 +241,8 @@ def list_releases(registry: Any) -> List[Dict[str, Any]]:
         rows.append({"name": name, "method": entry.method, "dataset": entry.dataset, "url": entry.source["url"],
                      "format": entry.source["format"], "digest": digest, "license": entry.license,
                      "reported_top1": entry.reported.get("value"), "protocol": entry.reported.get("protocol"),
-                     "cached": cert is not None, "size_bytes": expected_size(entry),
+                     "cached": cert is not None,
+                     "size_bytes": (release_folder(entry) / WEIGHTS).stat().st_size if cert else counted_size(entry),
                      "default_for": sorted(a for a, t in registry.defaults.items() if t == name)})
     return rows
 
