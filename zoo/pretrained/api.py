@@ -63,7 +63,8 @@ def load_encoder(name_or_id: str | os.PathLike, pretrained: bool = True, revisio
         return encoder
     weights = source.read(WEIGHTS)
     encoder = encoder_from_files(config, weights, source.label)
-    encoder.zoo_source = {**source.describe(), "pretrained": True, "sha256": hashlib.sha256(weights).hexdigest()}
+    sha256 = source.checked.get(WEIGHTS) or hashlib.sha256(weights).hexdigest()  # hashed once per load
+    encoder.zoo_source = {**source.describe(), "pretrained": True, "sha256": sha256}
     return encoder
 
 

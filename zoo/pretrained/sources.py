@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
@@ -48,6 +48,7 @@ class Source:
     revision: Optional[str] = None
     root: Optional[Path] = None
     progress: Optional[bool] = None  # a release's download bar: None shows it on a terminal only
+    checked: Dict[str, str] = field(default_factory=dict)  # filename -> the sha256 read() checked it against
 
     def read(self, filename: str, verify: bool = True) -> bytes:
         if self.kind == "release":
@@ -60,6 +61,7 @@ class Source:
                 raise ZooError(f"{self.label}: {filename} has sha256 {actual}, but the weights registry expects "
                                f"{expected}; the file was modified or corrupted (delete it from the cache and "
                                f"download it again)")
+            self.checked[filename] = actual
         return data
 
     def _read(self, filename: str) -> bytes:
@@ -89,6 +91,7 @@ class Source:
         data = path.read_bytes()
         if verify and filename == "model.safetensors":
             check_cached_weights(self.entry, data, cert)
+            self.checked[filename] = cert["model_sha256"]
         return data
 
     def describe(self) -> Dict[str, Optional[str]]:
