@@ -17,8 +17,7 @@ from zoo.parts.encoders.base import Encoder
 from zoo.pretrained.api import eval_transform, get_card, list_encoders, load_encoder
 from zoo.pretrained.exported import EvalTransform
 from zoo.spec import CHARACTERISTICS, Method, Part
-
-__version__ = "0.1.0"
+from zoo.version import __version__ as __version__
 
 __all__ = [
     "CHARACTERISTICS", "Encoder", "EvalTransform", "Method", "Part", "REGISTRIES", "UnknownNameError", "ZooError",

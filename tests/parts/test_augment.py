@@ -3,7 +3,7 @@ import torch
 
 import zoo
 from zoo.errors import ZooError
-from zoo.parts import augment_ops as ops
+from zoo.parts.augment import ops
 
 AUG = zoo.REGISTRIES["augment"]
 

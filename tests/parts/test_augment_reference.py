@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 
-from zoo.parts import augment_ops as ops
+from zoo.parts.augment import ops
 
 
 def reference_crop_boxes(n, height, width, scale, ratio, generator, tries=10):

@@ -16,7 +16,7 @@ import torch.nn as nn
 import zoo
 from tests.parts.test_cpc import MeanEncoder, coded_grid, identity_targets
 from zoo.build import build_encoder
-from zoo.parts import augment_ops as ops
+from zoo.parts.augment import ops
 from zoo.parts.encoders.cpc_resnet import CPCResNetEncoder
 from zoo.parts.extract.cpc_context import CPCContextExtractor
 

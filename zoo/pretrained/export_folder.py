@@ -100,6 +100,6 @@ def write_export(out: str | Path, method: Any, encoder: Any, *, name: Optional[s
 
 
 def package_version() -> str:
-    import zoo  # not at the top: zoo/__init__ imports this package
+    from zoo.version import __version__
 
-    return zoo.__version__
+    return __version__

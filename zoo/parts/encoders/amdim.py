@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.encoders.base import Encoder
+from zoo.parts.encoders.base import ENCODERS, Encoder
 
 
 def _bn(channels: int, use_bn: bool) -> nn.Module:
@@ -76,6 +76,7 @@ _LAYOUTS: Dict[int, Tuple[Tuple[int, int, int], ...]] = {
 }
 
 
+@ENCODERS.register("amdim")
 class AMDIMEncoder(Encoder):
     """AMDIM encoder; maps ``r7``, ``r5``, ``r1`` (7x7, 5x5, 1x1), all with ``n_rkhs`` channels."""
 

@@ -40,7 +40,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.encoders.base import Encoder
+from zoo.parts.encoders.base import ENCODERS, Encoder
 
 # (planes, expansion, stride) of the four stages, as pl_bolts' CPCResNet builds them
 STAGES: Tuple[Tuple[int, int, int], ...] = ((64, 4, 1), (128, 4, 2), (512, 8, 2), (512, 4, 2))
@@ -92,6 +92,7 @@ class LNBottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
+@ENCODERS.register("cpc_resnet")
 class CPCResNetEncoder(Encoder):
     """pl_bolts' CPC v2 ResNet for ``patch_size`` x ``patch_size`` patches; maps ``layer1`` .. ``layer4``.
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.errors import ZooError
-from zoo.parts.encoders.base import Encoder
+from zoo.parts.encoders.base import ENCODERS, Encoder
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -62,6 +62,7 @@ def _use_same_padding(trunk: nn.Module) -> None:
                                                  int(stride if isinstance(stride, int) else stride[0])))
 
 
+@ENCODERS.register("resnet")
 class ResNetEncoder(Encoder):
     """ResNet trunk without its classifier; maps ``layer1`` .. ``layer4``.
 

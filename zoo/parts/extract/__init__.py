@@ -12,22 +12,13 @@ arXiv:2009.00104). Every strategy is an ``Extractor`` (``base.py``) returning ``
 * ``prototypes`` (SwAV): Sinkhorn codes over learnt prototypes.
 """
 
-from zoo.part_registry import PartRegistry
-from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead, check_views
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, ProjectionHead, check_views
 from zoo.parts.extract.cpc_context import CPCContextExtractor
 from zoo.parts.extract.last_map import LastMapExtractor, pair_views
 from zoo.parts.extract.momentum_predictor import MomentumPredictorExtractor
 from zoo.parts.extract.momentum_queue import MomentumQueueExtractor
 from zoo.parts.extract.multi_map import MultiMapExtractor
 from zoo.parts.extract.prototypes import PrototypeExtractor
-
-EXTRACTORS: PartRegistry[Extractor] = PartRegistry("extraction")
-EXTRACTORS.register("last_map")(LastMapExtractor)
-EXTRACTORS.register("multi_map")(MultiMapExtractor)
-EXTRACTORS.register("cpc_context")(CPCContextExtractor)
-EXTRACTORS.register("momentum_queue")(MomentumQueueExtractor)
-EXTRACTORS.register("momentum_predictor")(MomentumPredictorExtractor)
-EXTRACTORS.register("prototypes")(PrototypeExtractor)
 
 __all__ = ["EXTRACTORS", "Comparison", "Extractor", "ProjectionHead", "check_views", "pair_views",
            "CPCContextExtractor", "LastMapExtractor", "MomentumPredictorExtractor", "MomentumQueueExtractor",

@@ -16,7 +16,11 @@ import torch.nn as nn
 from torch import Tensor
 
 from zoo.errors import ZooError
+from zoo.part_registry import PartRegistry
 from zoo.parts.encoders.base import Encoder
+
+#: every extraction strategy, registered by name where it is defined (each module of this package)
+EXTRACTORS: PartRegistry["Extractor"] = PartRegistry("extraction")
 
 
 @dataclass

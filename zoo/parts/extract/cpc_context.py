@@ -30,7 +30,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract.base import Comparison, Extractor, check_views
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, check_views
 
 
 class RowMaskedConv2d(nn.Conv2d):
@@ -108,6 +108,7 @@ def orient(grid: Tensor, direction: str) -> Tensor:
     return grid.flip(2) if flip else grid
 
 
+@EXTRACTORS.register("cpc_context")
 class CPCContextExtractor(Extractor):
     """CPC v2: encode every patch, run a masked context network per direction, predict targets ``1..steps`` ahead.
 

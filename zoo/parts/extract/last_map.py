@@ -16,7 +16,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, ProjectionHead
 
 
 def pair_views(z: Tensor, n_views: int, pairing: str) -> List[Comparison]:
@@ -44,6 +44,7 @@ def pair_views(z: Tensor, n_views: int, pairing: str) -> List[Comparison]:
     raise ZooError(f"unknown pairing {pairing!r}; use 'all_views' or 'cross_view'")
 
 
+@EXTRACTORS.register("last_map")
 class LastMapExtractor(Extractor):
     """One feature map of every view, pooled to a vector, optionally through an MLP projection head.
 

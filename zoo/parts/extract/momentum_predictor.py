@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead, check_views
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, ProjectionHead, check_views
 from zoo.parts.extract.teacher import EMATeacher, byol_tau
 
 
+@EXTRACTORS.register("momentum_predictor")
 class MomentumPredictorExtractor(Extractor):
     """BYOL (Grill et al., arXiv:2006.07733): an online predictor regresses the target network's projection.
 

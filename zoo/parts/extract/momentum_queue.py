@@ -18,7 +18,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead, check_views
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, ProjectionHead, check_views
 from zoo.parts.extract.teacher import EMATeacher
 
 
@@ -54,6 +54,7 @@ class KeyQueue(nn.Module):
         self.ptr.copy_((self.ptr + len(keys)) % self.size)
 
 
+@EXTRACTORS.register("momentum_queue")
 class MomentumQueueExtractor(Extractor):
     """MoCo v2 (Chen et al., arXiv:2003.04297): queries from the online encoder, keys from its momentum copy.
 

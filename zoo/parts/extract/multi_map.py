@@ -23,7 +23,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather_with_grad, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract.base import Comparison, Extractor, check_views
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, check_views
 
 Task = Tuple[int, int]
 
@@ -93,6 +93,7 @@ def target_locations(fmap: Tensor) -> Tuple[Tensor, Tensor]:
     return gather_with_grad(local), positives
 
 
+@EXTRACTORS.register("multi_map")
 class MultiMapExtractor(Extractor):
     """AMDIM's multiscale NCE tasks between two views (arXiv:1906.00910); no parameters of its own.
 

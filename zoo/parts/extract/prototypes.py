@@ -24,7 +24,7 @@ from torch import Tensor
 from zoo.errors import ZooError
 from zoo.parts.distributed import gather, world
 from zoo.parts.encoders.base import Encoder
-from zoo.parts.extract.base import Comparison, Extractor, ProjectionHead, check_views
+from zoo.parts.extract.base import EXTRACTORS, Comparison, Extractor, ProjectionHead, check_views
 from zoo.parts.similarity import float32_scores
 
 
@@ -66,6 +66,7 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     return q.t()
 
 
+@EXTRACTORS.register("prototypes")
 class PrototypeExtractor(Extractor):
     """SwAV extraction: projector MLP -> unit z -> K unit prototypes -> Sinkhorn codes of the large crops.
 

@@ -1,7 +1,7 @@
 """The ``cpc`` augmentation preset: an overlapping patch grid with every patch augmented on its own (CPC v2).
 
-Kept apart from ``zoo.parts.augment`` (which imports this module at its end, so the preset is registered with the
-others) because its per-patch colour options and their quotes from the paper would crowd that file.
+Apart from the whole-image presets (``presets.py``) because its per-patch colour options and their quotes from
+the paper would crowd that file.
 """
 
 from __future__ import annotations
@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 from zoo.errors import ZooError
-from zoo.parts.augment import AUGMENTATIONS, ViewPipeline, ViewTransform, _check_patch, _common, crop_scale_of
+from zoo.parts.augment.pipeline import (
+    AUGMENTATIONS,
+    ViewPipeline,
+    ViewTransform,
+    check_patch,
+    common_view_args,
+    crop_scale_of,
+)
 
 
 @AUGMENTATIONS.register("cpc")
@@ -30,8 +37,8 @@ def cpc_views(*, size: int | Sequence[int], mean: Sequence[float], std: Sequence
     The paper's further per-patch augmentations ("primitives from Cubuk et al. (2018) (e.g. shearing, rotation,
     etc), as well as random elastic deformations and color transforms") are not implemented.
     """
-    _check_patch(size, patch, overlap)
-    common = _common(size, mean, std)
+    check_patch(size, patch, overlap)
+    common = common_view_args(size, mean, std)
     image = ViewTransform(**common, crop_scale=crop_scale_of(crop_scale), translate_px=4,
                           translate_prob=0.8)
     patch_common: Dict[str, Any] = dict(**{**common, "size": (patch, patch)}, crop_scale=None, flip_prob=0.0)
