@@ -3,7 +3,7 @@
 ``python bench/check_memory.py RECIPE.yaml [RECIPE.yaml ...]`` (default: AMDIM's and CPC v2's ImageNet recipes,
 the two largest kinds)
 
-For each recipe, in a fresh process each: ``training.check_memory.memory_need`` (counted on the meta device) and
+For each recipe, in a fresh process each: ``training.plan.memory.memory_need`` (counted on the meta device) and
 the peak anonymous resident memory (``RssAnon``, sampled every 20 ms by a thread) of the whole check, with the
 stage where it was reached. ``RssAnon`` leaves out the memory-mapped checkpoint's pages, which the kernel can
 drop at will. Prints one JSON line per recipe; the default run also writes ``bench/results/check_memory.json``
@@ -23,8 +23,8 @@ DEFAULT = ["training/recipes/amdim/imagenet.yaml", "training/recipes/cpc_v2/imag
 
 CHILD = r"""
 import json, sys, threading, time
-import training.check_recipe as check
-from training.check_memory import memory_need
+import training.plan.check_recipe as check
+from training.plan.memory import memory_need
 
 stage, peak = ["start"], {"bytes": 0, "stage": "start"}
 
@@ -78,7 +78,7 @@ def main() -> None:
             sys.exit(f"{recipe}: {result.stderr.strip().splitlines()[-1]}")
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    if not sys.argv[1:]:  # the default run is the one README and training/check_memory.py quote
+    if not sys.argv[1:]:  # the default run is the one README and training/plan/memory.py quote
         out = ROOT / "bench" / "results" / "check_memory.json"
         record = {"command": "python bench/check_memory.py", "cpu": cpu_model(), "results": rows}
         tmp = out.with_suffix(".json.tmp")

@@ -28,8 +28,8 @@ RESULTS = ROOT / "bench" / "results"
 def run_one(method: str, budget_s: int, out: Path) -> dict:
 
     import zoo
-    from training.cli import lightning_cli
-    from training.downstream.frozen import evaluate_frozen, frozen_features
+    from training.downstream.frozen import frozen_evaluation, frozen_features
+    from training.pretrain.command_line import lightning_cli
     from training.pretrain.data import FashionMNISTDataModule
     from training.release.export import export_checkpoint
     from zoo.build import build_encoder
@@ -53,7 +53,7 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
     random_encoder = build_encoder(zoo.Part.from_dict(encoder.zoo_config["encoder"]))
     dm = FashionMNISTDataModule()
     dm.setup()
-    scores = {name: evaluate_frozen(frozen_features(model, preprocess), dm)
+    scores = {name: frozen_evaluation(frozen_features(model, preprocess), dm)
               for name, model in (("trained", encoder), ("random", random_encoder))}
     images = trainer.global_step * cli.datamodule.batch_size
     views = len(module.augment.views)
@@ -64,8 +64,8 @@ def run_one(method: str, budget_s: int, out: Path) -> dict:
         "steps": trainer.global_step, "epochs": round(images / len(cli.datamodule.split("pretrain")), 2),
         "train_s": round(fit_s, 1), "images_per_s": round(images / fit_s, 1),
         "views_per_s": round(views * images / fit_s, 1), "views_per_image": views,
-        "knn": scores["trained"]["knn"], "linear": scores["trained"]["linear"],
-        "random_knn": scores["random"]["knn"], "random_linear": scores["random"]["linear"],
+        "knn": scores["trained"]["knn"]["top1"], "linear": scores["trained"]["linear"]["top1"],
+        "random_knn": scores["random"]["knn"]["top1"], "random_linear": scores["random"]["linear"]["top1"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "precision": str(trainer.precision), "channels_last": bool(module.hparams.channels_last),
     }

@@ -1,8 +1,8 @@
-"""``training.check_memory``: what a check needs, counted on the meta device before anything is built."""
+"""``training.plan.memory``: what a check needs, counted on the meta device before anything is built."""
 
 import torch
 
-from training.check_memory import BACKWARD_FACTOR, BASE, memory_need, saved_activation_bytes
+from training.plan.memory import BACKWARD_FACTOR, BASE, memory_need, saved_activation_bytes
 
 SMALL = "training/recipes/yadim/fashion_mnist.yaml"
 

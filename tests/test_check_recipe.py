@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from training.check_memory import available_memory, meminfo_bytes
-from training.check_recipe import AboveParameterLimit, NotEnoughMemory, check_recipe
 from training.cli import main
+from training.plan.check_recipe import AboveParameterLimit, NotEnoughMemory, check_recipe
+from training.plan.memory import available_memory, meminfo_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "training" / "recipes").glob("*/*.yaml"))
@@ -169,8 +169,8 @@ def test_missing_file_and_not_a_recipe(tmp_path, capsys):
 
 
 def test_a_recipe_too_large_for_the_machine_is_refused_before_training(capsys, monkeypatch):
-    import training.check_memory as memory
-    import training.check_recipe as check
+    import training.plan.check_recipe as check
+    import training.plan.memory as memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: 1 << 30)  # 1 GiB: below the process's own base
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import write_idx
-from training.downstream.frozen import knn_predict, linear_probe_accuracy
+from training.downstream.frozen import fit_linear_probe, knn_predict
 from training.pretrain.data import FashionMNISTDataModule, ImageFolderDataModule, read_idx
 from zoo.errors import ZooError
 
@@ -84,15 +84,16 @@ def test_linear_probe_separates_a_linear_problem():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 5, generator=g)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    result = linear_probe_accuracy((x[:400], y[:400]), (x[400:], y[400:]))
-    assert result["test_acc"] > 0.97
+    probe = fit_linear_probe((x[:300], y[:300]), (x[300:400], y[300:400]), num_classes=2)
+    assert (probe["predict"](x[400:]).argmax(1) == y[400:]).float().mean().item() > 0.97
+    assert probe["val_acc"] > 0.97 and probe["weight_decay"] in (0.0, 1e-4, 1e-3)
     with pytest.raises(ZooError, match="at least two classes"):
-        linear_probe_accuracy((x, torch.zeros(600, dtype=torch.long)), (x, y))
+        fit_linear_probe((x, torch.zeros(600, dtype=torch.long)), (x, y), num_classes=2)
 
 
 def test_evaluate_frozen_on_the_tiny_dataset(fmnist_dir):
     import zoo
-    from training.downstream.frozen import evaluate_frozen, frozen_features
+    from training.downstream.frozen import frozen_evaluation, frozen_features
 
     dm = FashionMNISTDataModule(root=str(fmnist_dir), batch_size=8)
     dm.setup()
@@ -102,5 +103,5 @@ def test_evaluate_frozen_on_the_tiny_dataset(fmnist_dir):
     images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(encode(images), encoder.float()(pipe.eval_transform(images)), atol=1e-5)
-    scores = evaluate_frozen(encode, dm)
-    assert scores["dims"] == 8 and 0.0 <= scores["knn"] <= 1.0 and 0.0 <= scores["linear"] <= 1.0
+    scores = frozen_evaluation(encode, dm)
+    assert scores["dims"] == 8 and all(0.0 <= scores[p]["top1"] <= 1.0 for p in ("knn", "linear"))

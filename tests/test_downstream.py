@@ -11,9 +11,9 @@ from PIL import Image
 import zoo
 from tests.zoo_exports import make_export
 from training.cli import main
-from training.downstream.evaluate import evaluate_encoder, split_indices
 from training.downstream.finetune import finetune
-from training.downstream.frozen import fit_linear_probe, knn_scores
+from training.downstream.frozen import fit_linear_probe, knn_scores, split_indices
+from training.evaluate_command import run_protocol
 from training.pretrain.data import SplitFolderDataModule
 from zoo.errors import ZooError
 
@@ -39,7 +39,7 @@ def test_linear_probe_recovers_a_linearly_separable_toy_problem():
 
 
 def test_top5_is_reported_above_five_classes():
-    from training.downstream.evaluate import topk
+    from training.downstream.frozen import topk
 
     scores = torch.eye(10)[[1, 2, 3]] + torch.linspace(0, 0.5, 10)  # class 1, 2, 3 first, then 9, 8, 7, 6 ...
     labels = torch.tensor([1, 9, 0])
@@ -115,7 +115,7 @@ def test_evaluate_command_on_a_png_folder_of_another_size_and_channel_count(tmp_
 
 
 def test_evaluate_records_into_a_registry_entry_and_its_package_card(tmp_path, fmnist_dir):
-    from training.downstream.evaluate import evaluate
+    from training.evaluate_command import evaluate
     from training.release.publish import publish
 
     reg = tmp_path / "weights" / "registry.json"
@@ -147,13 +147,13 @@ def test_bad_datasets_each_give_one_clear_error(tmp_path):
         test_dataloader = knn_bank_dataloader
 
     with pytest.raises(ZooError, match=r"takes 1 channel\(s\); images with 4 cannot be converted"):
-        evaluate_encoder(encoder, FourChannels(), "knn")
+        run_protocol(encoder, FourChannels(), "knn")
     with pytest.raises(ZooError, match="unknown protocol"):
-        evaluate_encoder(encoder, FourChannels(), "probe")
+        run_protocol(encoder, FourChannels(), "probe")
 
 
 def main_raise(args):
-    from training.downstream.evaluate import evaluate
+    from training.evaluate_command import evaluate
 
     kwargs = {a[2:].replace("-", "_"): b for a, b in zip(args[::2], args[1::2], strict=True)}
     return evaluate(**kwargs)
@@ -175,5 +175,5 @@ def test_any_lightning_datamodule_works(tmp_path):
             return DataLoader(self.test_set, batch_size=8)
 
     encoder = zoo.load_encoder(make_export(tmp_path / "exp", seed=0))
-    result = evaluate_encoder(encoder, Plain(), "linear")
+    result = run_protocol(encoder, Plain(), "linear")
     assert result["n_fit"] + result["n_val"] == 32 and result["n_test"] == 16 and result["top1"] >= 0.75

@@ -11,7 +11,7 @@ import pytest
 import zoo
 from tests.zoo_exports import make_export
 from training.cli import main
-from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.downstream.frozen import frozen_evaluation, frozen_features
 from training.pretrain.data import FashionMNISTDataModule
 from training.release import results
 
@@ -21,12 +21,12 @@ def test_demo_style_call_and_evaluate_command_give_identical_numbers(fmnist_dir,
     encoder = zoo.load_encoder(folder)
     dm = FashionMNISTDataModule(root=str(fmnist_dir))
     dm.setup()
-    demo = evaluate_frozen(frozen_features(encoder, zoo.eval_transform(encoder)), dm)  # what demo.py calls
+    demo = frozen_evaluation(frozen_features(encoder, zoo.eval_transform(encoder)), dm)  # what demo.py calls
     for protocol in ("knn", "linear"):
         out = tmp_path / f"{protocol}.json"
         assert main(["evaluate", "--encoder", str(folder), "--data", "fashion_mnist", "--root", str(fmnist_dir),
                      "--protocol", protocol, "--out", str(out)]) == 0
-        assert json.loads(out.read_text())["top1"] == demo[protocol]
+        assert json.loads(out.read_text())["top1"] == demo[protocol]["top1"]
 
 
 def package_files():
@@ -77,7 +77,7 @@ def files_in(folder):
 
 
 def test_a_failure_between_the_registry_and_the_card_changes_neither(fmnist_dir, tmp_path, monkeypatch):
-    from training.downstream.evaluate import evaluate
+    from training.evaluate_command import evaluate
 
     reg, card = published(tmp_path)
     before = {p: p.read_bytes() for p in (reg, card)}

@@ -89,11 +89,12 @@ def test_a_16_bit_training_folder_loads_like_its_8_bit_twin(tmp_path):
 
 def test_evaluate_on_a_16_bit_folder_gives_the_8_bit_numbers(tmp_path):
     import zoo
-    from training.downstream.evaluate import evaluate_encoder, folder_datamodule
+    from training.downstream.datasets import folder_datamodule
+    from training.evaluate_command import run_protocol
 
     b8, b16 = twin_folders(tmp_path)
     encoder = zoo.load_encoder(make_export(tmp_path / "exp", seed=0))
-    results = [evaluate_encoder(encoder, folder_datamodule(str(f), load_size=32), "knn", k=3) for f in (b8, b16)]
+    results = [run_protocol(encoder, folder_datamodule(str(f), load_size=32), "knn", k=3) for f in (b8, b16)]
     assert torch.allclose(results[1]["embedding"], results[0]["embedding"], atol=0.05)
     assert results[1]["top1"] == results[0]["top1"]
 

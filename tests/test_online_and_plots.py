@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import TINY
 from training.cli import main
-from training.pretrain.callbacks import OnlineLinear
+from training.downstream.online import OnlineLinear
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.module import ContrastiveModule
 

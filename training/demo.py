@@ -7,25 +7,22 @@ architecture with random weights, and the trained encoder.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 import zoo
-from training.cli import lightning_cli
-from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.downstream.frozen import frozen_evaluation, frozen_features
 from training.pretrain import hardware
+from training.pretrain.command_line import lightning_cli
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.fit_cli import Interrupted
 from training.release.export import export_checkpoint, machine
 from training.release.publish import publish
 from zoo.atomic import atomic_write_text
-from zoo.errors import ZooError
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "yadim" / "fashion_mnist.yaml"
 NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
@@ -46,8 +43,9 @@ def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
 
 def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[str, object]:
     start = time.perf_counter()
-    scores = evaluate_frozen(encode, dm)
-    return {"representation": name, **scores, "eval_seconds": time.perf_counter() - start}
+    scores = frozen_evaluation(encode, dm)
+    return {"representation": name, "dims": scores["dims"], "knn": scores["knn"]["top1"],
+            "linear": scores["linear"]["top1"], "eval_seconds": time.perf_counter() - start}
 
 
 def table(rows: List[Dict[str, object]]) -> str:
@@ -57,40 +55,34 @@ def table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: List[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="folder for the run, the export and results.json")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's max_epochs")
-    parser.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files")
-    parser.add_argument("--download", action="store_true", help="download Fashion-MNIST if not found")
-    parser.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ZooError as err:  # a missing dataset, a failed download, a full disk: one line, as the commands do
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Optional[str] = None,
+         download: bool = False, batch_size: Optional[int] = None) -> int:
+    """The demo's five steps: train, export, publish, load_encoder, evaluate (see the module docstring).
 
-
-def run(args: argparse.Namespace) -> int:
-    """The demo's five steps (see the module docstring)."""
-    out = Path(args.out)
+    Args:
+        out: folder for the run, the export and results.json.
+        epochs: override the recipe's max_epochs.
+        data_root: folder with the Fashion-MNIST IDX files.
+        download: download Fashion-MNIST if not found.
+        batch_size: override the recipe's batch size.
+    """
+    folder_out = Path(out)
     torch.manual_seed(0)
-    dm = FashionMNISTDataModule(root=args.data_root, download=args.download)
+    dm = FashionMNISTDataModule(root=data_root, download=download)
     dm.setup()
 
-    fit_args = ["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(out / "run"),
+    fit_args = ["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(folder_out / "run"),
                 "--trainer.enable_progress_bar", "false"]
     extra, why = preset(hardware.probe())
-    if args.epochs is not None:
-        extra, why = ["--trainer.max_epochs", str(args.epochs)], f"{args.epochs} epochs, as asked"
+    if epochs is not None:
+        extra, why = ["--trainer.max_epochs", str(epochs)], f"{epochs} epochs, as asked"
     fit_args += extra
-    if args.data_root:
-        fit_args += ["--data.init_args.root", args.data_root]
-    if args.download:
-        fit_args += ["--data.init_args.download", "true"]
-    if args.batch_size is not None:
-        fit_args += ["--data.init_args.batch_size", str(args.batch_size)]
+    if data_root:
+        fit_args += ["--data.init_args.root", data_root]
+    if download:
+        fit_args += ["--data.init_download", "true"]
+    if batch_size is not None:
+        fit_args += ["--data.init_batch_size", str(batch_size)]
     print(f"[1/5] training, {why}: python -m training {' '.join(fit_args)}", flush=True)
     start = time.perf_counter()
     try:
@@ -106,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
                 "command": "make demo (python -m training.demo)"}
 
     print(f"[2/5] exporting {ckpt}", flush=True)
-    folder = out / NAME
+    folder = folder_out / NAME
     export_checkpoint(ckpt=ckpt, out=str(folder), name=NAME, dataset="fashion_mnist", overwrite=True,
                       training=training)
 
-    hub, registry = out / "hub", out / "registry.json"
+    hub, registry = folder_out / "hub", folder_out / "registry.json"
     print(f"[3/5] publishing to the local directory hub {hub} (repo {REPO_ID}; registry {registry})", flush=True)
     published = publish(str(folder), repo_id=REPO_ID, to=str(hub), registry=str(registry))
     print(f"      commit {published['revision']}", flush=True)
@@ -141,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "images_per_second": images_seen / fit_seconds, "views_per_second": 2 * images_seen / fit_seconds,
         "rows": rows,
     }
-    atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(folder_out / "results.json", json.dumps(summary, indent=2) + "\n")
     print()
     print(table(rows))
     print()
@@ -149,8 +141,14 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['images_per_second']:.0f} images/s ({summary['views_per_second']:.0f} views/s); "
           f"kNN gain over random init: {100 * (trained['knn'] - rows[1]['knn']):+.1f} points")
     print(f"exported encoder: {folder}; published: {hub}/models/{REPO_ID} at {republished['revision'][:12]} "
-          f"(zoo.load_encoder({NAME!r}, registry={str(registry)!r})); results: {out / 'results.json'}")
+          f"(zoo.load_encoder({NAME!r}, registry={str(registry)!r})); results: {folder_out / 'results.json'}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from training.cli import run_function
+
+    return run_function(demo, argv)
 
 
 if __name__ == "__main__":

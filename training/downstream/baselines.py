@@ -44,7 +44,7 @@ def raw_pixels(encoder: torch.nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def row(representation: str, result: Dict[str, Any]) -> Dict[str, Any]:
-    """One table row from an ``evaluate_encoder`` result."""
+    """One table row from an ``evaluate`` command result."""
     out = {"representation": representation, "protocol": result["protocol"], "top1": result["top1"]}
     for key in ("dims", "top5", "val_top1"):
         if key in result:

@@ -3,17 +3,21 @@
 The head gets ``lr``, the encoder its own ``encoder_lr``; ``train_last`` says how much of the encoder trains
 (``-1`` all, ``0`` none: the encoder stays frozen in eval mode, ``N`` its last N stages in forward order). The epoch
 whose validation accuracy is best is kept (selection on the validation split, never on test).
+``finetune_evaluation`` is the evaluation built on it (beside ``frozen.frozen_evaluation``): a labelled datamodule
+in, test top-1/top-5 out.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Tuple
+import time
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.downstream.frozen import labelled_loaders, split_indices, topk
 from zoo.errors import ZooError
 
 
@@ -120,3 +124,37 @@ def predict(model: torch.nn.Module, images: Tensor, batch_size: int = 1024) -> T
 
 def accuracy(model: torch.nn.Module, data: Tuple[Tensor, Tensor]) -> float:
     return (predict(model, data[0]).argmax(1) == data[1]).float().mean().item()
+
+
+def load_images(loader) -> Tuple[Tensor, Tensor]:
+    """Every (images, labels) batch of ``loader`` in two tensors (fine-tuning draws its own batches)."""
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x)
+        labels.append(torch.as_tensor(y))
+    if not images:
+        raise ZooError("the dataset split is empty")
+    return torch.cat(images), torch.cat(labels).long()
+
+
+def finetune_evaluation(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], datamodule, *,
+                        epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1,
+                        batch_size: int = 256, val_fraction: float = 0.1, seed: int = 0) -> Dict[str, Any]:
+    """Fine-tune ``encoder`` (with ``preprocess``, its eval transform) and a linear head on the datamodule's
+    labelled training split, keep the epoch best on a seeded validation carve (``split_indices``, as the frozen
+    evaluation carves it), and score it once on the test split: ``top1`` (``top5`` above five classes),
+    ``val_top1``, the per-epoch ``history``, the split sizes and ``seconds``."""
+    train_loader, test_loader = labelled_loaders(datamodule)
+    train_x, train_y = load_images(train_loader)
+    test_x, test_y = load_images(test_loader)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if len(torch.unique(train_y)) < 2:
+        raise ZooError(f"the training split has a single class ({int(train_y[0])}); classification needs two")
+    fit_idx, val_idx = split_indices(len(train_x), val_fraction, seed)
+    start = time.perf_counter()
+    model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
+                           (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
+                           encoder_lr=encoder_lr, train_last=train_last, seed=seed)
+    return {"num_classes": num_classes, "n_fit": len(fit_idx), "n_val": len(val_idx), "n_test": len(test_x),
+            "val_top1": info["val_top1"], "history": info["history"], "train_last": train_last, "epochs": epochs,
+            **topk(predict(model, test_x), test_y, num_classes), "seconds": round(time.perf_counter() - start, 2)}

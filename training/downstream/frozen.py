@@ -1,8 +1,8 @@
 """Downstream evaluation on frozen features: weighted kNN and a linear probe, in one function for every caller.
 
-``frozen_evaluation`` is the one path: the demo, ``ship_weights``, the benches (through ``evaluate_frozen``) and
-``python -m training evaluate`` (through ``evaluate_encoder``) all call it, so the same encoder on the same data
-gives the same numbers everywhere.
+``frozen_evaluation`` is the one path: the demo, ``ship_weights``, ``explore``, the benches and
+``python -m training evaluate`` all call it, so the same encoder on the same data gives the same numbers
+everywhere. Fine-tuning is the other evaluation (``finetune.finetune_evaluation``).
 
 kNN follows the protocol peers report (Wu et al. 2018, used by lightly and solo-learn): cosine similarity to a
 bank of labelled training features, the k nearest vote for their class with weight exp(sim / t).
@@ -131,34 +131,6 @@ def frozen_evaluation(encode: Callable[[Tensor], Tensor], datamodule, protocols:
         result["linear"] = {**topk(probe["predict"](test[0]), test[1], num_classes), "val_top1": probe["val_acc"],
                             "weight_decay": probe["weight_decay"]}
     return result
-
-
-def evaluate_frozen(encode: Callable[[Tensor], Tensor], datamodule, k: int = 200, temperature: float = 0.1,
-                    val_fraction: float = 0.1, seed: int = 0) -> Dict[str, float]:
-    """kNN and linear-probe test top-1 of frozen features (``frozen_evaluation``, flattened for tables): ``dims``,
-    ``knn``, ``linear`` and the probe's ``linear_weight_decay``. Bank/probe: the datamodule's labelled training
-    split; queries: its test split."""
-    scores = frozen_evaluation(encode, datamodule, ("knn", "linear"), k=k, temperature=temperature,
-                               val_fraction=val_fraction, seed=seed)
-    return {"dims": scores["dims"], "knn": scores["knn"]["top1"], "linear": scores["linear"]["top1"],
-            "linear_weight_decay": scores["linear"]["weight_decay"]}
-
-
-def linear_probe_accuracy(train: Tuple[Tensor, Tensor], test: Tuple[Tensor, Tensor],
-                          weight_decays: Iterable[float] = (0.0, 1e-4, 1e-3), val_fraction: float = 0.1,
-                          max_iter: int = 100, seed: int = 0) -> Dict[str, float]:
-    """Multinomial logistic regression on standardised frozen features, fitted with L-BFGS.
-
-    The weight decay is chosen on a validation split carved from the training features (never on test);
-    the chosen model's test accuracy is returned with the choice.
-    """
-    x, y = train
-    fit_idx, val_idx = split_indices(len(x), val_fraction, seed)
-    num_classes = int(max(y.max(), test[1].max())) + 1
-    probe = fit_linear_probe((x[fit_idx], y[fit_idx]), (x[val_idx], y[val_idx]), num_classes, weight_decays,
-                             max_iter)
-    test_acc = (probe["predict"](test[0]).argmax(1) == test[1]).float().mean().item()
-    return {"test_acc": test_acc, "val_acc": probe["val_acc"], "weight_decay": probe["weight_decay"]}
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> Tuple[Tensor, Tensor]:

@@ -1,14 +1,13 @@
 """``python -m training plan RECIPE.yaml [...]`` and ``python -m training plan --all --markdown docs/costs.md``.
 
 What a recipe costs on a named GPU: parameters, FLOPs counted on its real step (:mod:`training.plan.flops`),
-activation memory measured on the CPU (:mod:`training.plan.memory`), and from these (:mod:`training.plan.estimate`)
+activation memory counted on the meta device (:mod:`training.plan.memory`, the model ``check-recipe`` uses), and from these (:mod:`training.plan.estimate`)
 the largest per-GPU batch, steps, PFLOPs, GPU-hours, cost and loader cores. Every assumption is printed with the
 result and written to the JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from training.plan import estimate as est
-from training.plan.gpus import GPUS, RESERVE_GIB
+from training.plan.gpus import RESERVE_GIB
 from training.plan.gpus import gpu as find_gpu
 from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
@@ -48,11 +47,9 @@ def plan(recipe: str, gpu: str = "h100", mfu: float = 0.4, price_per_hour: Optio
     flops = count_step(module, built.image_shape, built.batch_per_gpu)
     activation = None
     if memory == "measure":
-        from training.plan.memory import activation_slope
+        from training.plan.memory import activation_per_image
 
-        cpu = load_recipe(recipe, dataset_images=dataset_images, device="cpu")
-        activation = activation_slope(cpu.module, built.image_shape, flops["training_flops_per_image"])
-        del cpu
+        activation = activation_per_image(module, built.image_shape)
     result = est.estimate(flops=flops, memory=activation, static=static, gpu=card, mfu=mfu,
                           price_per_hour=price_per_hour, batch_per_gpu=built.batch_per_gpu, gpus=built.gpus,
                           epochs=built.epochs, dataset_images=built.dataset_images, datamodule=built.datamodule,
@@ -71,7 +68,7 @@ def plan(recipe: str, gpu: str = "h100", mfu: float = 0.4, price_per_hour: Optio
             "ddp_gradient_copies": est.DDP_GRADIENT_COPIES,
             "flops": "2 per multiply-add; matrix products and convolutions only (torch.utils.flop_counter), "
                      "forward and backward both counted; elementwise work, EMA and optimizer updates not counted",
-            "activation_memory": "fp32 on the CPU (an upper bound for bf16 autocast on a GPU)"
+            "activation_memory": "fp32, counted on the meta device (an upper bound for bf16 autocast on a GPU)"
                                  if activation else "not measured (--memory skip)",
             "steps": "full batches only (the last partial batch of an epoch is dropped)",
         },
@@ -99,8 +96,10 @@ def table(p: Dict[str, Any]) -> str:
         ("forward FLOPs / image", f"{_g(f['forward_flops_per_image'])} G (all views, heads, teacher, queue)"),
         ("backward FLOPs / image", f"{_g(f['backward_flops_per_image'])} G (counted)"),
         ("training FLOPs / image", f"{_g(f['training_flops_per_image'])} G"),
-        ("activation memory / image", "-" if not act else f"{act['bytes_per_image'] / 2**20:,.1f} MiB (fp32, CPU, "
-                                                          f"batches {act['batches'][0]} and {act['batches'][1]})"),
+        ("activation memory / image", "-" if not act else f"{act['bytes_per_image'] / 2**20:,.1f} MiB + "
+                                                          f"{act.get('bytes_per_step', 0) / 2**20:,.1f} MiB a step "
+                                                          f"(fp32, counted at batches {act['batches'][0]} and "
+                                                          f"{act['batches'][1]})"),
         ("fixed memory", f"{e['static_memory_gib']:.2f} GiB (weights, buffers, gradients, DDP buckets, "
                          f"{p['optimizer']} state)"),
         ("max batch per GPU", f"{e['max_batch_per_gpu']} (recipe: {p['batch_per_gpu']})"),
@@ -139,47 +138,63 @@ def _read(path: str) -> str:
         raise ZooError(f"--readme {path}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
 
 
-def main(argv: Optional[List[str]] = None) -> Any:
-    parser = argparse.ArgumentParser(prog="python -m training plan",
-                                     description="What a recipe costs: FLOPs counted on its real step, activation "
-                                                 "memory measured on the CPU, GPU-hours at an assumed MFU.")
-    parser.add_argument("recipe", nargs="?", help="a recipe YAML (or --all)")
-    parser.add_argument("--all", action="store_true", help="every recipe under training/recipes")
-    parser.add_argument("--gpu", default="h100", choices=sorted(GPUS))
-    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
-    parser.add_argument("--price-per-hour", type=float, default=None, help="price of one GPU-hour")
-    parser.add_argument("--memory", default="measure", choices=["measure", "skip"],
-                        help="measure activation memory on the CPU (default) or skip it")
-    parser.add_argument("--dataset-images", type=int, default=None, help="override the training split's size")
-    parser.add_argument("--json", default=None, help="write the plan(s) to this JSON file")
-    parser.add_argument("--markdown", default=None, help="write the cost table of the plans to this Markdown file")
-    parser.add_argument("--readme", default=None,
-                        help="rewrite the short cost table between the plan-table markers of this file (README.md)")
-    args = parser.parse_args(argv)
-    if bool(args.recipe) == bool(args.all):
+def plan_command(recipe: Optional[str] = None, *, all: bool = False, gpu: str = "h100", mfu: float = 0.4,
+                 price_per_hour: Optional[float] = None, memory: str = "measure",
+                 dataset_images: Optional[int] = None, json_out: Optional[str] = None,
+                 markdown: Optional[str] = None, readme: Optional[str] = None) -> None:
+    """What a recipe costs: its FLOPs, activation memory and GPU-hours; one table per recipe.
+
+    FLOPs are counted on its real step, activation memory on the meta device, GPU-hours at an assumed MFU.
+
+    Args:
+        recipe: a recipe YAML (or --all).
+        all: every recipe under training/recipes.
+        gpu: the GPU to plan for (h100, a100, v100, ...).
+        mfu: model FLOPs utilisation assumed.
+        price_per_hour: price of one GPU-hour.
+        memory: count activation memory on the meta device (measure) or skip it.
+        dataset_images: override the training split's size.
+        json_out: write the plan(s) to this JSON file (``--json FILE``).
+        markdown: write the cost table of the plans to this Markdown file.
+        readme: rewrite the short cost table between the plan-table markers of this file (README.md).
+    """
+    if bool(recipe) == bool(all):
         raise ZooError("give one recipe, or --all")
-    if args.readme:  # refuse a file without the markers before minutes of planning, not after
+    if readme:  # refuse a file without the markers before minutes of planning, not after
         from training.plan.markdown import replace_readme_block
 
-        replace_readme_block(_read(args.readme), "", args.readme)
-    recipes = all_recipes() if args.all else [args.recipe]
+        replace_readme_block(_read(readme), "", readme)
+    recipes = all_recipes() if all else [str(recipe)]
     plans = []
-    for recipe in recipes:
+    for path in recipes:
         with contextlib.redirect_stdout(sys.stderr):
-            plans.append(plan(recipe, gpu=args.gpu, mfu=args.mfu, price_per_hour=args.price_per_hour,
-                              memory=args.memory, dataset_images=args.dataset_images))
+            plans.append(plan(path, gpu=gpu, mfu=mfu, price_per_hour=price_per_hour,
+                              memory=memory, dataset_images=dataset_images))
         print(table(plans[-1]) + "\n", flush=True)
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(plans if args.all else plans[0], indent=2) + "\n")
-    command = " ".join(["python -m training plan"] + (argv if argv is not None else sys.argv[1:]))
-    if args.markdown:
+    if json_out:
+        atomic_write_text(Path(json_out), json.dumps(plans if all else plans[0], indent=2) + "\n")
+    command = " ".join(["python -m training plan"] + words(recipe, all, gpu, mfu, price_per_hour, memory,
+                                                          dataset_images, json_out, markdown, readme))
+    if markdown:
         from training.plan.markdown import cost_table
 
-        atomic_write_text(Path(args.markdown), cost_table(plans, command))
-    if args.readme:
+        atomic_write_text(Path(markdown), cost_table(plans, command))
+    if readme:
         from training.plan.markdown import readme_block
 
         # read again: the file may have been edited during the minutes of planning
-        atomic_write_text(Path(args.readme), replace_readme_block(_read(args.readme), readme_block(plans, command),
-                                                                  args.readme))
-    return None
+        atomic_write_text(Path(readme), replace_readme_block(_read(readme), readme_block(plans, command), readme))
+
+
+def words(recipe: Optional[str], all: bool, gpu: str, mfu: float, price_per_hour: Optional[float], memory: str,
+          dataset_images: Optional[int], json_out: Optional[str], markdown: Optional[str],
+          readme: Optional[str]) -> List[str]:
+    """The command line's options as a user types them (defaults left out), for the tables' provenance."""
+    given = {"gpu": (gpu, "h100"), "mfu": (mfu, 0.4), "price-per-hour": (price_per_hour, None),
+             "memory": (memory, "measure"), "dataset-images": (dataset_images, None), "json": (json_out, None),
+             "markdown": (markdown, None), "readme": (readme, None)}
+    out = ["--all"] if all else [str(recipe)]
+    for name, (value, default) in given.items():
+        if value != default:
+            out += [f"--{name}", str(value)]
+    return out

@@ -72,8 +72,9 @@ def estimate(*, flops: Dict[str, Any], memory: Optional[Dict[str, Any]], static:
     fixed = sum(static.values())
     usable = (gpu.memory_gib - RESERVE_GIB) * 2**30
     per_act = (memory or {}).get("bytes_per_image")
+    per_step = (memory or {}).get("bytes_per_step", 0)
     if per_act:
-        out["max_batch_per_gpu"] = max(0, math.floor((usable - fixed) / per_act))
+        out["max_batch_per_gpu"] = max(0, math.floor((usable - fixed - per_step) / per_act))
         out["recipe_batch_fits"] = out["max_batch_per_gpu"] >= batch_per_gpu
     else:
         out["max_batch_per_gpu"] = None

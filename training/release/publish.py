@@ -12,7 +12,7 @@ Three destinations, one command:
 
 ``--registry FILE`` names the registry to record into: publish never writes into the installed package (its
 registry, its shipped weights, new or replaced) unless a maintainer asks with ``--maintainer true`` or
-``ZOO_MAINTAINER=1`` (``training.release.ship_weights`` does).
+``ZOO_MAINTAINER=1`` (``training.ship_weights`` does).
 
 Everything is checked before anything is written: the folder is loaded strictly (a broken export is never
 published), the entry name (``--name`` or the one recorded at export) is a single folder name, the hub root is

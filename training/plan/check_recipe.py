@@ -6,7 +6,7 @@ with three substitutions: the dataset is replaced by random uint8 images of the 
 (:class:`training.pretrain.synthetic.SyntheticImages`), the batch is the smallest one the method accepts, and
 the accelerator, device count and strategy are one CPU process. Then:
 
-0. the memory the check needs, counted on the meta device (``training.check_memory``): a recipe the machine
+0. the memory the check needs, counted on the meta device (``training.plan.memory``): a recipe the machine
    cannot hold is refused before anything is built at full size;
 1. N optimizer steps, and the full checkpoint they leave (weights, optimizer state, loops, RNG state);
 2. one more step resumed from that checkpoint with ``--ckpt_path`` (the resume path of ``fit``);
@@ -34,89 +34,30 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from training.check_memory import AboveParameterLimit, NotEnoughMemory, refuse_if_too_large
-from training.plan.memory import release_free_heap
-from training.pretrain.fit_cli import ZooCLI, latest_checkpoint
-from training.pretrain.synthetic import SYNTHETIC_NOTE, SyntheticImages
+from training.plan.memory import (
+    AboveParameterLimit,
+    NotEnoughMemory,
+    refuse_if_too_large,
+    release_free_heap,
+)
+from training.plan.recipe import OVERRIDES, CheckCLI, read_recipe
+from training.pretrain.fit_cli import latest_checkpoint
+from training.pretrain.synthetic import SYNTHETIC_NOTE
 from zoo.errors import ZooError, first_line
 
-#: trainer settings replaced for the check: one CPU process, no model summary table
-OVERRIDES = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "enable_model_summary": False}
 #: what the check leaves out, as the JSON line reports it
 SKIPPED = ["the real dataset (synthetic uint8 images of its shape)", "multi-device and multi-node strategies",
            "the model summary table", "online evaluation callbacks (kNN / linear accuracy on the synthetic images "
            "would mean nothing)",
            "the recipe's own checkpoint callbacks (one ModelCheckpoint writes last.ckpt once, after the first "
            "run; the resumed run's checkpoint, which is only exported, leaves out the optimizer's moments)"]
-#: callbacks that only measure accuracy: dropped from the recipe's callbacks for the check
-ONLINE_EVAL = ("training.pretrain.callbacks.OnlineKNN", "training.pretrain.callbacks.OnlineLinear")
-#: the one checkpoint callback of the check: last.ckpt at the end of the first run (the recipes' per-epoch and
-#: per-step callbacks would write the same multi-GB file up to three times a run)
-CHECKPOINT = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-              "init_args": {"save_top_k": 0, "save_last": True, "enable_version_counter": False}}
-
 
 class CheckFailed(ZooError):
     """A stage of the check failed; the message names the recipe and the stage."""
 
 
-def smallest_batch(module: Any, largest: int = 4096) -> int:
-    """The smallest batch of at least 2 (batch norm needs two samples) that the method's extraction accepts,
-    e.g. a divisor of a queue's length."""
-    for batch in range(2, largest + 1):
-        try:
-            module.extract.check_batch_size(batch)
-        except ZooError:
-            continue
-        return batch
-    raise ZooError(f"no batch of 2 to {largest} images is accepted by the extraction {type(module.extract).__name__}")
-
-
-class CheckCLI(ZooCLI):
-    """``ZooCLI`` whose datamodule is replaced, once the recipe's classes are built, by synthetic images of the
-    shape the recipe's datamodule yields, in the smallest batch the method accepts."""
-
-    def __init__(self, *args: Any, pretrain_batches: int, first: bool = True, **kwargs: Any) -> None:
-        self.pretrain_batches = pretrain_batches
-        self.first = first  # the resumed run writes no last.ckpt
-        super().__init__(*args, **kwargs)
-
-    @staticmethod
-    def subcommands() -> Dict[str, set]:
-        """Only ``fit``: the parsers of validate, test and predict would be built for nothing."""
-        return {"fit": ZooCLI.subcommands()["fit"]}
-
-    def before_instantiate_classes(self) -> None:
-        super().before_instantiate_classes()
-        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
-        from jsonargparse import Namespace
-
-        kept = [c for c in trainer.callbacks or [] if not str(getattr(c, "class_path", "")).endswith(
-            ".ModelCheckpoint") and getattr(c, "class_path", None) not in ONLINE_EVAL]
-        # the resumed run's checkpoint is written by check_recipe, without the optimizer moments: its callback (the
-        # first run's, whose state the checkpoint holds) saves nothing
-        init = {**CHECKPOINT["init_args"], "save_last": self.first}
-        trainer.callbacks = kept + [Namespace(class_path=CHECKPOINT["class_path"], init_args=Namespace(**init))]
-
-    def instantiate_classes(self) -> None:
-        super().instantiate_classes()
-        real = self.datamodule
-        shape = getattr(real, "image_shape", None)
-        if shape is None:
-            raise ZooError(f"the datamodule {type(real).__name__} does not declare its image_shape (C, H, W), so "
-                           "check-recipe cannot stand in for it")
-        init = {"shape": list(shape), "pretrain_batches": self.pretrain_batches,
-                "batch_size": smallest_batch(self.model), "seed": int(getattr(real, "seed", 0))}
-        self.datamodule = SyntheticImages(**init)
-        self.real_datamodule = type(real).__name__
-        # the saved config.yaml (and the export's recipe record) then says the data was synthetic
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        config.data = type(config.data)(class_path=f"{SyntheticImages.__module__}.SyntheticImages",
-                                        init_args=type(config.data)(**init))
-
-
 def _fit(args: List[str], pretrain_batches: int, first: bool = True) -> CheckCLI:
-    from training.cli import lightning_cli
+    from training.pretrain.command_line import lightning_cli
 
     return lightning_cli(args, cli_class=functools.partial(CheckCLI, pretrain_batches=pretrain_batches,
                                                            first=first))
@@ -151,19 +92,6 @@ def _release(cli: CheckCLI) -> None:
     release_free_heap()
 
 
-def _read_recipe(path: Path) -> None:
-    """One clear line for a path that is not a recipe (before Lightning's parser prints its usage)."""
-    import yaml
-
-    if not path.is_file():
-        raise ZooError(f"recipe {path} does not exist")
-    try:
-        text = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ZooError(f"{path} is not a recipe: not YAML ({first_line(err)})") from None
-    if not isinstance(text, dict) or not isinstance(text.get("model"), dict) or "data" not in text:
-        raise ZooError(f"{path} is not a recipe: a recipe is a YAML mapping with model, data and trainer sections")
-
 
 def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = None) -> Dict[str, Any]:
     """Run the check on ``recipe`` with ``steps`` optimizer steps before the resumed one; returns the report.
@@ -174,7 +102,7 @@ def check_recipe(recipe: str, steps: int = 1, max_parameters: Optional[int] = No
     Raises ``ZooError`` (one line naming the recipe) for a bad input or a failed stage.
     """
     path = Path(recipe)
-    _read_recipe(path)
+    read_recipe(path)
     if steps < 1:
         raise ZooError(f"--steps must be at least 1, got {steps}")
     start, stage, cpu = time.perf_counter(), "build", _cpu_seconds()
@@ -289,19 +217,19 @@ def _load_and_compare(folder: str, images: torch.Tensor, expected: torch.Tensor,
     return {"features": list(features.shape), "max_relative_diff_vs_module": gap}
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """``python -m training check-recipe RECIPE.yaml [--steps N]``; training output goes to stderr."""
-    import argparse
+def check_recipe_command(recipe: str, *, steps: int = 1, max_parameters: Optional[int] = None) -> None:
+    """Build, step, checkpoint, resume, export and load a recipe at its real shapes on synthetic images (CPU);
+    prints the report as one JSON line.
+
+    Args:
+        recipe: a recipe YAML, e.g. training/recipes/simclr/imagenet.yaml.
+        steps: optimizer steps before the resumed one.
+        max_parameters: refuse, before training, a model with more parameters than this.
+    """
     import contextlib
+    import json
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m training check-recipe",
-                                     description="Build, step, checkpoint, resume, export and load a recipe at its "
-                                                 "real shapes on synthetic images (CPU).")
-    parser.add_argument("recipe", help="a recipe YAML, e.g. training/recipes/simclr/imagenet.yaml")
-    parser.add_argument("--steps", type=int, default=1, help="optimizer steps before the resumed one (default 1)")
-    parser.add_argument("--max-parameters", type=int, default=None,
-                        help="refuse, before training, a model with more parameters than this")
-    args = parser.parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):
-        return check_recipe(args.recipe, steps=args.steps, max_parameters=args.max_parameters)
+        report = check_recipe(recipe, steps=steps, max_parameters=max_parameters)
+    print(json.dumps(report), flush=True)

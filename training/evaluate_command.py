@@ -1,11 +1,13 @@
 """``python -m training evaluate``: kNN, linear probe or fine-tuning of any encoder on any labelled dataset.
 
-``evaluate_encoder(encoder, datamodule, protocol)`` is the Python API (any encoder from ``zoo.load_encoder``, any
-of our datamodules); ``evaluate(...)`` is the command. Images are preprocessed with the encoder's own eval
-transform (resized to its input, normalised, grey<->RGB converted), so a folder of PNGs of any size and channel
-count works unchanged. A validation split is carved from the training split with a fixed seed and is the only
-thing model selection looks at; the test split is touched once, at the end. Accuracies come from torchmetrics
-(top-1, and top-5 when there are more than 5 classes).
+The command composes the layers below it: ``zoo.load_encoder`` for the encoder, ``training.downstream`` for the
+two evaluations (``frozen.frozen_evaluation``: kNN and the linear probe on frozen features;
+``finetune.finetune_evaluation``), and ``training.release.results`` to record a result in a registry or an
+exported folder when asked (``--record``): evaluating itself writes nothing. Images are preprocessed with the
+encoder's own eval transform (resized to its input, normalised, grey<->RGB converted), so a folder of PNGs of any
+size and channel count works unchanged. A validation split is carved from the training split with a fixed seed
+and is the only thing model selection looks at; the test split is touched once, at the end. Accuracies come from
+torchmetrics (top-1, and top-5 when there are more than 5 classes).
 """
 
 from __future__ import annotations
@@ -16,34 +18,23 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
 import zoo
-from training.downstream.finetune import finetune, predict
-from training.downstream.frozen import frozen_evaluation, frozen_features, labelled_loaders, split_indices, topk
+from training.downstream.datasets import DATASETS, datamodule_for
+from training.downstream.finetune import finetune_evaluation
+from training.downstream.frozen import frozen_evaluation, frozen_features
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")
-DATASETS = ("fashion_mnist", "cifar10", "stl10")
 
 
-def load_images(loader) -> Tuple[Tensor, Tensor]:
-    images, labels = [], []
-    for x, y in loader:
-        images.append(x)
-        labels.append(torch.as_tensor(y))
-    if not images:
-        raise ZooError("the dataset split is empty")
-    return torch.cat(images), torch.cat(labels).long()
-
-
-def evaluate_features(encode: Callable[[Tensor], Tensor], datamodule, protocol: str = "knn", *, k: int = 200,
-                      temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> Dict[str, Any]:
-    """kNN or linear-probe test accuracy of the frozen features ``encode`` gives (``frozen_evaluation``, the one
-    path the demo and ``ship_weights`` use too); a JSON-able dict plus the test ``embedding`` (features)."""
+def protocol_result(encode: Callable[[Tensor], Tensor], datamodule, protocol: str, *, k: int = 200,
+                    temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0) -> Dict[str, Any]:
+    """One frozen protocol's row of the command's result, with the test ``embedding`` for the plot."""
     start = time.perf_counter()
     scores = frozen_evaluation(encode, datamodule, (protocol,), k=k, temperature=temperature,
                                val_fraction=val_fraction, seed=seed)
@@ -54,67 +45,19 @@ def evaluate_features(encode: Callable[[Tensor], Tensor], datamodule, protocol: 
     return result
 
 
-def evaluate_encoder(encoder: torch.nn.Module, datamodule, protocol: str = "knn", *, k: int = 200,
-                     temperature: float = 0.1, val_fraction: float = 0.1, seed: int = 0, epochs: int = 1,
-                     lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1,
-                     batch_size: int = 256) -> Dict[str, Any]:
-    """Test accuracy of ``encoder`` on ``datamodule`` with one protocol; returns a JSON-able dict."""
+def run_protocol(encoder: torch.nn.Module, datamodule, protocol: str, *, k: int = 200, temperature: float = 0.1,
+                 val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3,
+                 encoder_lr: float = 1e-4, train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
+    """Test accuracy of ``encoder`` on ``datamodule`` with one protocol, through one of the two evaluations."""
     if protocol not in PROTOCOLS:
         raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     preprocess = zoo.eval_transform(encoder)
     if protocol != "finetune":
-        return evaluate_features(frozen_features(encoder, preprocess), datamodule, protocol, k=k,
-                                 temperature=temperature, val_fraction=val_fraction, seed=seed)
-    train_loader, test_loader = labelled_loaders(datamodule)
-    train_x, train_y = load_images(train_loader)
-    test_x, test_y = load_images(test_loader)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    if len(torch.unique(train_y)) < 2:
-        raise ZooError(f"the training split has a single class ({int(train_y[0])}); classification needs two")
-    fit_idx, val_idx = split_indices(len(train_x), val_fraction, seed)
-    start = time.perf_counter()
-    result: Dict[str, Any] = {"protocol": protocol, "num_classes": num_classes, "n_fit": len(fit_idx),
-                              "n_val": len(val_idx), "n_test": len(test_x)}
-    model, info = finetune(encoder, preprocess, num_classes, (train_x[fit_idx], train_y[fit_idx]),
-                           (train_x[val_idx], train_y[val_idx]), epochs=epochs, batch_size=batch_size, lr=lr,
-                           encoder_lr=encoder_lr, train_last=train_last, seed=seed)
-    result.update(val_top1=info["val_top1"], history=info["history"], train_last=train_last, epochs=epochs)
-    result.update(topk(predict(model, test_x), test_y, num_classes))
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    return result
-
-
-def folder_datamodule(root: str, load_size: int, seed: int = 0, test_fraction: float = 0.2,
-                      skip_unreadable: bool = False):
-    """An ImageFolder dataset: ``root/train`` + ``root/test`` (or ``root/val``), or one folder of class folders
-    split by a seeded permutation into train and test (``test_fraction``). An image that cannot be decoded stops
-    the evaluation with one line naming it, or with ``skip_unreadable`` is left out and counted (``dm.unreadable``)."""
-    from training.pretrain.data import ImageFolderDataModule, SplitFolderDataModule, UnreadableFiles
-
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise ZooError(f"{root} is not a dataset name ({', '.join(DATASETS)}) nor an image folder")
-    if (path / "train").is_dir():
-        test_dir = next((d for d in ("test", "val") if (path / d).is_dir()), None)
-        if test_dir is None:
-            raise ZooError(f"{path}/train exists but there is no {path}/test or {path}/val to test on")
-        dm = ImageFolderDataModule(root=str(path), load_size=load_size, test_dir=test_dir, seed=seed)
-    else:
-        dm = SplitFolderDataModule(root=str(path), load_size=load_size, test_fraction=test_fraction, seed=seed)
-    dm.unreadable = UnreadableFiles(skip_unreadable, "--skip-unreadable true")  # this command's option
-    return dm
-
-
-def datamodule_for(data: str, root: Optional[str], download: bool, encoder, seed: int = 0,
-                   skip_unreadable: bool = False):
-    from training.pretrain import data as datamodules
-
-    named = {"fashion_mnist": datamodules.FashionMNISTDataModule, "cifar10": datamodules.CIFAR10DataModule,
-             "stl10": datamodules.STL10DataModule}
-    if data in named:
-        return named[data](root=root, download=download, seed=seed)
-    return folder_datamodule(data, load_size=max(encoder.zoo_config["input"]["size"]), seed=seed,
-                             skip_unreadable=skip_unreadable)
+        return protocol_result(frozen_features(encoder, preprocess), datamodule, protocol, k=k,
+                               temperature=temperature, val_fraction=val_fraction, seed=seed)
+    return {"protocol": protocol, **finetune_evaluation(
+        encoder, preprocess, datamodule, epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
+        batch_size=batch_size, val_fraction=val_fraction, seed=seed)}
 
 
 def reproducing_command(given: Dict[str, Any]) -> str:
@@ -179,7 +122,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     dm = datamodule_for(data, root, download, model, seed, skip_unreadable)
     options = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
     tuning = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
-    result = evaluate_encoder(model, dm, protocol, **options, **tuning)
+    result = run_protocol(model, dm, protocol, **options, **tuning)
     embedding, labels = result.pop("embedding", None), result.pop("embedding_labels", None)
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
@@ -209,8 +152,8 @@ def baseline_rows(spec: str, registry: Optional[str], model: torch.nn.Module, dm
     random_model = random_init_encoder(spec, registry)
     pixels_protocol = "linear" if protocol == "finetune" else protocol
     rows = [
-        row(RAW_PIXELS, evaluate_features(raw_pixels(model), dm, pixels_protocol, **options)),
-        row(RANDOM_INIT, evaluate_encoder(random_model, dm, protocol, **options, **tuning)),
+        row(RAW_PIXELS, protocol_result(raw_pixels(model), dm, pixels_protocol, **options)),
+        row(RANDOM_INIT, run_protocol(random_model, dm, protocol, **options, **tuning)),
         row(f"{spec} (pretrained)", {"dims": int(model.num_features), **result}),
     ]
     print(table(rows), flush=True)

@@ -1,6 +1,6 @@
 """Train, evaluate and ship the zoo's built-in weights: every method with its Fashion-MNIST recipe.
 
-``python -m training.release.ship_weights [--methods yadim simclr ...] [--reuse-runs]`` runs, for each method,
+``python -m training.ship_weights [--methods yadim simclr ...] [--reuse-runs]`` runs, for each method,
 
 1. ``python -m training fit --config training/recipes/METHOD/fashion_mnist.yaml`` (timed; ``--reuse-runs`` takes
    an existing run under ``--runs`` and its recorded wall time instead of training again),
@@ -16,7 +16,6 @@ Maintainers run this; it is not part of the tests or the demo (about 5 minutes p
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -24,11 +23,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import zoo
-from training.cli import lightning_cli
-from training.downstream.frozen import evaluate_frozen, frozen_features
+from training.downstream.frozen import frozen_evaluation, frozen_features
+from training.pretrain.command_line import lightning_cli
 from training.pretrain.data import FashionMNISTDataModule
 from training.release.export import export_checkpoint, machine
 from training.release.publish import publish
+from zoo.errors import ZooError
 from zoo.pretrained.golden import write_golden
 from zoo.pretrained.weights_registry import PACKAGE_REGISTRY
 
@@ -77,15 +77,15 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
                 "command": f"python -m training fit --config training/recipes/{method}/fashion_mnist.yaml",
                 "wall_seconds": round(seconds, 1), "machine": machine(),
                 **({"wall_seconds_note": note} if note else {}),
-                "shipped_by": "python -m training.release.ship_weights"}
+                "shipped_by": "python -m training.ship_weights"}
     with tempfile.TemporaryDirectory(prefix="zoo-ship-") as tmp:
         folder = Path(tmp) / name
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", training=training)
         encoder = zoo.load_encoder(folder)
         start = time.perf_counter()
-        scores = evaluate_frozen(frozen_features(encoder, zoo.eval_transform(encoder)), dm)
-        metrics = {"fashion_mnist/knn": round(scores["knn"], 4), "fashion_mnist/linear": round(scores["linear"], 4)}
-        how = ("python -m training.release.ship_weights (k=200, t=0.1 kNN and L-BFGS linear probe on frozen features; "
+        scores = frozen_evaluation(frozen_features(encoder, zoo.eval_transform(encoder)), dm)
+        metrics = {f"fashion_mnist/{p}": round(scores[p]["top1"], 4) for p in ("knn", "linear")}
+        how = ("python -m training.ship_weights (k=200, t=0.1 kNN and L-BFGS linear probe on frozen features; "
                "bank/probe: the 60k training images)")
         export_checkpoint(ckpt=str(ckpt), out=str(folder), name=name, dataset="fashion_mnist", overwrite=True,
                           training=training, metrics=metrics, metric_commands={k: how for k in metrics})
@@ -97,21 +97,34 @@ def ship(method: str, runs: Path, reuse: bool, registry: Path, dm: FashionMNISTD
     return row
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--runs", default="runs/ship", help="folder for the training runs")
-    parser.add_argument("--reuse-runs", action="store_true", help="use finished runs under --runs")
-    parser.add_argument("--registry", default=str(PACKAGE_REGISTRY), help="the weights registry to record into")
-    parser.add_argument("--wall-note", default="", help="what else ran on the machine during training, for cards")
-    args = parser.parse_args(argv)
+def ship_weights(*, methods: Optional[List[str]] = None, runs: str = "runs/ship", reuse_runs: bool = False,
+                 registry: str = str(PACKAGE_REGISTRY), wall_note: str = "") -> int:
+    """Train, export, evaluate and publish the shipped Fashion-MNIST encoders into the package (maintainers).
+
+    Args:
+        methods: the methods to ship (default: all seven).
+        runs: folder for the training runs.
+        reuse_runs: use finished runs under ``runs``.
+        registry: the weights registry to record into.
+        wall_note: what else ran on the machine during training, for cards.
+    """
+    chosen = list(methods or METHODS)
+    unknown = sorted(set(chosen) - set(METHODS))
+    if unknown:
+        raise ZooError(f"unknown method(s) {unknown}; shipped methods are {', '.join(METHODS)}")
     dm = FashionMNISTDataModule()
     dm.setup()
-    rows = [ship(m, Path(args.runs), args.reuse_runs, Path(args.registry), dm, args.wall_note) for m in args.methods]
+    rows = [ship(m, Path(runs), reuse_runs, Path(registry), dm, wall_note) for m in chosen]
     print("\n| entry | kNN | linear | train s |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['fashion_mnist/knn']:.4f} | {r['fashion_mnist/linear']:.4f} | {r['train_seconds']} |")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from training.cli import run_function
+
+    return run_function(ship_weights, argv)
 
 
 if __name__ == "__main__":
