@@ -19,7 +19,7 @@ from tests.import_graph import cycles, imports, module_files
 
 #: (tree, layer, pattern): the first pattern a module name matches gives its layer; higher numbers sit higher
 LAYERS = [
-    ("zoo", 0, r"zoo\.(errors|values|atomic|images|spec|part_registry|version)$"),
+    ("zoo", 0, r"zoo\.(errors|values|atomic|images|spec|part_registry|version|checkpoint_file)$"),
     ("zoo", 1, r"zoo\.parts(\..+)?$"),
     ("zoo", 2, r"zoo\.(methods|build)$"),
     ("zoo", 3, r"zoo\.pretrained(\..+)?$"),

@@ -8,7 +8,7 @@ record is trained by the one generic recipe, written into ``config.json`` on exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Mapping, Optional, Tuple, cast
 
 from zoo.errors import ZooError
@@ -94,7 +94,6 @@ class Method:
     loss: Part
     paper: str = ""
     summary: str = ""
-    notes: Tuple[str, ...] = field(default=())
 
     def parts(self) -> Dict[str, Part]:
         return {c: getattr(self, c) for c in CHARACTERISTICS}

@@ -18,12 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import ZooError
-
-
-def _rank_and_world() -> tuple:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+from zoo.parts.distributed import world as rank_and_world
 
 
 class _EpochOrder:
@@ -79,12 +74,12 @@ class ResumableBatches:
         self._skip: Optional[Dict[str, int]] = None
 
     def __len__(self) -> int:
-        _, world = _rank_and_world()
+        _, world = rank_and_world()
         return len(self.dataset) // world // self.batch_size
 
     def epoch_batches(self, epoch: int) -> List[List[int]]:
         """This process's batches of ``epoch``, in order (a pure function of seed, epoch and world size)."""
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         order = self.sampler.indices(epoch)
         order = order[: len(order) - len(order) % world][rank::world]
         count = len(order) // self.batch_size
@@ -110,12 +105,12 @@ class ResumableBatches:
 
     # Lightning's stateful-iterable interface -------------------------------------------------------------------
     def state_dict(self) -> Dict[str, int]:
-        _, world = _rank_and_world()
+        _, world = rank_and_world()
         return {"epoch": self._epoch, "served": self._served, "seed": self.seed, "batch_size": self.batch_size,
                 "world_size": world, "dataset_size": len(self.dataset)}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        _, world = _rank_and_world()
+        _, world = rank_and_world()
         now = {"seed": self.seed, "batch_size": self.batch_size, "world_size": world,
                "dataset_size": len(self.dataset)}
         changed = {k: (state.get(k), v) for k, v in now.items() if state.get(k) != v}

@@ -30,6 +30,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from training.pretrain.batches import ResumableBatches
 from zoo.atomic import atomic_file
+from zoo.checkpoint_file import UnreadableCheckpoint, read_checkpoint_file
 from zoo.errors import ZooError, first_line
 
 
@@ -86,8 +87,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def unreadable(path: Any, err: BaseException) -> ZooError:
+    reason = err.reason if isinstance(err, UnreadableCheckpoint) else first_line(err)
     return ZooError(f"cannot resume from {path}: not a readable checkpoint (loaded with weights_only=True): "
-                    f"{first_line(err)}")
+                    f"{reason}")
 
 
 def read_local_checkpoint(path: Any, map_location: Optional[Any] = None, load: Optional[Callable] = None) -> Any:
@@ -97,8 +99,8 @@ def read_local_checkpoint(path: Any, map_location: Optional[Any] = None, load: O
     ``torch.load`` to call (``ZooCLI`` passes the real one while it stands in for it). One ``ZooError`` for a file
     that is missing, truncated, in the legacy non-zip format, or carries code."""
     try:
-        return (load or torch.load)(path, map_location=map_location, weights_only=True, mmap=True)
-    except Exception as err:
+        return read_checkpoint_file(path, map_location=map_location, mmap=True, load=load)
+    except UnreadableCheckpoint as err:
         raise unreadable(path, err) from None
 
 

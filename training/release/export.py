@@ -13,7 +13,8 @@ import zoo
 from training.pretrain.hardware import cpu_name
 from zoo.atomic import write_error
 from zoo.build import build_encoder
-from zoo.errors import ZooError, first_line
+from zoo.checkpoint_file import UnreadableCheckpoint, read_checkpoint_file
+from zoo.errors import ZooError
 from zoo.methods import resolve_method
 from zoo.pretrained.export_folder import exported_config, write_export
 from zoo.pretrained.exported import load_state_strict
@@ -26,11 +27,10 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ZooError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors paged in as read
-    except Exception as err:  # zip, pickle and weights_only errors alike: the file is not a safe checkpoint
-        reason = first_line(err)
-        raise ZooError(f"{path} is not a readable PyTorch checkpoint (loaded with weights_only=True): {reason}") \
-            from None
+        ckpt = read_checkpoint_file(path, mmap=True)  # tensors paged in as read
+    except UnreadableCheckpoint as err:
+        raise ZooError(f"{path} is not a readable PyTorch checkpoint (loaded with weights_only=True): "
+                       f"{err.reason}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ZooError(f"{path} is not a contrastive-zoo training checkpoint (no state_dict/hyper_parameters)")
     return ckpt

@@ -42,6 +42,7 @@ from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, load_exported, read_c
 from zoo.pretrained.licenses import config_license, non_commercial_warning
 from zoo.pretrained.sources import hub_transport_errors, hub_unreachable
 from zoo.pretrained.weights_registry import (
+    WeightsEntry,
     check_entry,
     check_entry_name,
     check_inside,
@@ -110,13 +111,13 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
         where = (f"Hugging Face Hub repository `{repo_id}`; the weights registry pins the commit, and "
                  f"`zoo.load_encoder(\"hf-hub:{repo_id}@REVISION\")` loads any revision.")
         source = {"kind": "hf-hub", "repo_id": str(repo_id), "revision": PLACEHOLDER_REVISION}
-    entry = {"method": config["method"]["name"], "dataset": config.get("dataset") or "unknown", "source": source,
-             "sha256": sha256, "input": config["input"], "num_features": config["num_features"],
-             "license": license,
-             "metrics": dict(config.get("metrics") or {}), "training": dict(config.get("training") or {}),
-             "metric_commands": dict(config.get("metric_commands") or {}),
-             "summary": Method.from_dict(config["method"]).summary}
-    check_entry(registry_path, name, entry)  # every check before the first write
+    entry = WeightsEntry(
+        name=name, method=config["method"]["name"], dataset=config.get("dataset") or "unknown", source=source,
+        sha256=sha256, input=config["input"], num_features=config["num_features"], license=license,
+        metrics=dict(config.get("metrics") or {}), training=dict(config.get("training") or {}),
+        metric_commands=dict(config.get("metric_commands") or {}),
+        summary=Method.from_dict(config["method"]).summary)
+    check_entry(registry_path, name, entry.to_json())  # every check before the first write
     try:
         check_writable(registry_path)
     except ZooError as err:
@@ -133,7 +134,7 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
         undo = _no_undo(f"the Hub repository {repo_id} keeps its new commit {source['revision']}: publish again once "
                         "the registry can be written")
     try:
-        record_entry(registry_path, name, entry, make_default=default)
+        record_entry(registry_path, name, entry.to_json(), make_default=default)  # with the revision
     except BaseException as err:
         undone = undo(False)
         if isinstance(err, ZooError):

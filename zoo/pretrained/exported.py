@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import torch
 from torch import Tensor
@@ -260,10 +260,3 @@ class EvalTransform:
     def __repr__(self) -> str:
         grid = f", patch={self.patch}, overlap={self.overlap}" if self.patch else ""
         return f"EvalTransform(size={self.size}, mean={self.mean}, std={self.std}{grid})"
-
-
-def eval_transform(encoder_or_config: Any) -> EvalTransform:
-    config: Optional[Mapping[str, Any]] = getattr(encoder_or_config, "zoo_config", encoder_or_config)
-    if not isinstance(config, Mapping) or "input" not in config:
-        raise ZooError("eval_transform needs an encoder from load_encoder or its config.json contents")
-    return EvalTransform(config)

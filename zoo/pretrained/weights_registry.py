@@ -33,7 +33,8 @@ import fnmatch
 import json
 import os
 import re
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -106,9 +107,23 @@ class WeightsEntry:
         return json.loads(json.dumps(data))
 
 
-_REQUIRED_FIELDS = {"method": str, "dataset": str, "source": dict, "sha256": dict, "input": dict, "num_features": int,
-                   "license": str}
-_OPTIONAL_FIELDS = {"metrics", "metric_commands", "training", "summary", "reported", "encoder"}
+def _registry_fields() -> tuple:
+    """The fields a registry file holds, from ``WeightsEntry`` itself: the required ones with the JSON type each
+    must have (``Dict[...]`` -> dict), and the optional ones (those with a default)."""
+    hints = typing.get_type_hints(WeightsEntry)
+    required: Dict[str, type] = {}
+    optional = set()
+    for f in fields(WeightsEntry):
+        if f.name in ("name", "base_dir"):  # the entry's key in the file, and the file's folder
+            continue
+        if f.default is MISSING and f.default_factory is MISSING:
+            required[f.name] = typing.get_origin(hints[f.name]) or hints[f.name]
+        else:
+            optional.add(f.name)
+    return required, optional
+
+
+_REQUIRED_FIELDS, _OPTIONAL_FIELDS = _registry_fields()
 
 
 def check_entry_name(name: Any, what: str) -> str:

@@ -7,15 +7,14 @@ objects (a pickle that needs one is refused, naming the class). Every key of the
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple
 
-import torch
 from torch import Tensor
 
-from zoo.errors import ZooError, first_line
+from zoo.checkpoint_file import UnreadableCheckpoint, read_checkpoint_file
+from zoo.errors import ZooError
 from zoo.pretrained.convert.formats import FORMATS, TRUNKS, LegacyFormat
 from zoo.pretrained.download import file_digests
 
@@ -26,13 +25,10 @@ def read_legacy(path: str | Path, safe_route: str = "") -> Any:
     if not path.is_file():
         raise ZooError(f"legacy checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refusals, truncated files, non-checkpoints alike
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        reason = (f"it contains a pickled {found.group(1)} object, which weights_only loading refuses" if found
-                  else f"{type(err).__name__}: {first_line(err)}")
-        raise ZooError(f"{path} cannot be read with torch.load(weights_only=True): {reason}; legacy checkpoints are "
-                       f"only imported as plain tensors and containers{safe_route}") from None
+        return read_checkpoint_file(path)
+    except UnreadableCheckpoint as err:  # weights_only refusals, truncated files, non-checkpoints alike
+        raise ZooError(f"{path} cannot be read with torch.load(weights_only=True): {err.reason}; legacy checkpoints "
+                       f"are only imported as plain tensors and containers{safe_route}") from None
 
 
 def sha256_of(path: str | Path) -> str:
