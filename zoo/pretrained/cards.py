@@ -60,6 +60,15 @@ def front_matter(config: Mapping[str, Any], method: Method) -> str:
         results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
                                   dataset_split="test", metric_type="accuracy", metric_value=float(value),
                                   metric_name=PROTOCOLS.get(protocol, protocol or "accuracy")))
+    reported = config.get("reported")
+    if isinstance(reported, Mapping) and isinstance(reported.get("value"), (int, float)):
+        # the authors' figure, as they state it (often a percentage), attributed to them and marked unverified
+        eval_set, _, protocol = str(reported.get("metric", "")).partition("/")
+        eval_id, eval_name = HUB_DATASETS.get(eval_set, (eval_set, eval_set))
+        results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
+                                  metric_type="accuracy", metric_value=reported["value"], verified=False,
+                                  metric_name=f"{protocol or 'accuracy'} as reported in {reported.get('source')} "
+                                              "(not measured here)"))
     license = config_license(config, required=False) or "other"  # "other": imported, licence not recorded
     data = ModelCardData(library_name="contrastive-zoo", license=license, pipeline_tag="image-feature-extraction",
                          tags=["self-supervised", "contrastive", method.name], datasets=[hub_id] if hub_id else None,
@@ -84,7 +93,9 @@ def certificate_lines(config: Mapping[str, Any]) -> str:
                   f"- conversion: format `{cert.get('format')}` by contrastive-zoo {cert.get('package_version')}; "
                   f"layout cited from {cert.get('cited') or 'the format'}"]
         dropped = (config.get("recipe") or {}).get("legacy_dropped") or {}
-        lines.append("- keys dropped: " + (", ".join(f"`{k}` ({n})" for k, n in sorted(dropped.items())) or "none"))
+        listed = dropped if isinstance(dropped, str) else \
+            ", ".join(f"`{k}` ({n})" for k, n in sorted(dropped.items())) or "none"  # str: not yet converted
+        lines.append(f"- keys dropped: {listed}")
     return "".join(f"\n{line}" for line in lines)
 
 
