@@ -1,4 +1,4 @@
-"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases ...``: LightningCLI
+"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases|cards ...``: LightningCLI
 for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
 ``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
 
@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional
 from training.pretrain.fit_cli import Interrupted
 from zoo.errors import ZooError
 
-COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy", "releases")
+COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy", "releases", "cards")
 
 
 def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callable[..., Any]] = None):
@@ -80,14 +80,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             from training.downstream.evaluate import evaluate
             from training.downstream.plots import plot_run
+            from training.release.cards_command import cards
             from training.release.export import export_checkpoint
             from training.release.publish import publish
             from training.release.releases_command import import_legacy_command, releases
 
             commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
-                        "import-legacy": import_legacy_command, "releases": releases}
-            if argv[0] == "releases":
-                argv = [{"--json": "--json_output=true", "--markdown": "--markdown=true"}.get(a, a) for a in argv]
+                        "import-legacy": import_legacy_command, "releases": releases, "cards": cards}
+            if argv[0] in ("releases", "cards"):  # flags, as jsonargparse's booleans want a value
+                argv = [{"--json": "--json_output=true", "--markdown": "--markdown=true",
+                         "--check": "--check=true"}.get(a, a) for a in argv]
             result = auto_cli(commands, args=dashes_to_underscores(argv), exit_on_error=False)
             if isinstance(result, dict):
                 print(json.dumps(result, indent=2))
