@@ -24,11 +24,11 @@ def _entry_point(name: str, doc: str):
 
 def _docstring(registry, name: str) -> str:
     """The card's facts: the method summary, the entry's prose, where the weights are, the measured results."""
-    from zoo.pretrained.cards import template_text
+    from zoo.pretrained.cards import shipped_prose
 
     entry = registry.get(name)
     alias = f"Default {entry.method} encoder: {entry.name}. " if name != entry.name else ""
-    prose = (template_text(f"entries/{entry.name}.md") or "").strip()
+    prose = shipped_prose(entry.name, entry.package_folder()) if entry.kind == "package" else ""
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(entry.metrics.items())) or "not measured"
     reported = entry.reported
     if reported:  # a release entry: its publisher's figure, and the licence it is bound by

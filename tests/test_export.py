@@ -142,3 +142,22 @@ def test_patch_grid_method_exports_its_grid_for_evaluation(tmp_path, fmnist_dir)
         assert torch.equal(got, module.encode_for_eval(images))
         per_patch = encoder(grid.flatten(0, 2)).view(3, 9, -1)
     assert torch.allclose(got, per_patch.mean(1))
+
+
+def test_export_named_like_a_shipped_entry_gets_its_own_card_not_the_shipped_prose(checkpoint, tmp_path):
+    """The prose of ``card_templates/entries/yadim.fashion_mnist.md`` describes the run the maintainers shipped
+    ("3 epochs, the zoo's default encoder"); a run of one's own that reuses the name is another run."""
+    from training.release.publish import publish
+    from zoo.pretrained.cards import template_text
+
+    path, _ = checkpoint
+    prose = (template_text("entries/yadim.fashion_mnist.md") or "").strip()
+    assert prose.startswith("The zoo's default encoder")
+    out = export_checkpoint(ckpt=str(path), out=str(tmp_path / "mine"), name="yadim.fashion_mnist",
+                            dataset="fashion_mnist")
+    card = (Path(out) / "README.md").read_text()
+    assert card.startswith("---\n") and "# yadim.fashion_mnist\n" in card
+    assert "The zoo's default encoder" not in card and "3 epochs" not in card
+    publish(out, package=True, registry=str(tmp_path / "reg" / "registry.json"))  # beside a registry of one's own
+    card = (tmp_path / "reg" / "yadim.fashion_mnist" / "README.md").read_text()
+    assert "Stored beside the weights registry" in card and "The zoo's default encoder" not in card

@@ -1,4 +1,4 @@
-"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases ...``: LightningCLI
+"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases|cards ...``: LightningCLI
 for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
 ``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
 
@@ -25,6 +25,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "plot": ("training.downstream.plots", "plot_run"),
     "import-legacy": ("training.release.releases_command", "import_legacy_command"),
     "releases": ("training.release.releases_command", "releases"),
+    "cards": ("training.release.cards_command", "cards"),
 }
 
 

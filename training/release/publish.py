@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from zoo.errors import ZooError, first_line
 from zoo.pretrained import local_hub, weights_registry
-from zoo.pretrained.cards import render_card
+from zoo.pretrained.cards import render_card, shipped_prose
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, load_exported, read_config, staging_dir
 from zoo.pretrained.licenses import config_license, non_commercial_warning
 from zoo.pretrained.sources import hub_transport_errors, hub_unreachable
@@ -123,7 +123,8 @@ def publish(folder: str, *, repo_id: Optional[str] = None, to: Optional[str] = N
     except ZooError as err:
         raise ZooError(f"{err}; nothing was published (choose a --registry FILE in a folder you can write)") from None
 
-    card = render_card({**config, "name": name}, sha256=sha256[WEIGHTS], load_id=name, where=where)
+    prose = shipped_prose(name, registry_path.parent / name) if package else ""  # a maintainer shipping it
+    card = render_card({**config, "name": name}, sha256=sha256[WEIGHTS], load_id=name, where=where, prose=prose)
     files[CARD] = card.encode()
     if package:
         undo = _swap_in_folder(registry_path.parent / name, files)

@@ -31,7 +31,7 @@ from filelock import FileLock
 from training.release.publish import package_where
 from zoo.atomic import probe_writable, temp_file_beside
 from zoo.errors import ZooError
-from zoo.pretrained.cards import render_card
+from zoo.pretrained.cards import render_card, shipped_prose
 from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config
 from zoo.pretrained.sources import resolve_source
 from zoo.pretrained.weights_registry import check_package_write, check_writable, open_registry, record_entry
@@ -99,7 +99,8 @@ def package_card(entry, data: Dict, registry: Path, maintainer: bool) -> List[Tu
     config = read_config(folder)
     return [(folder / CARD, render_card(
         {**config, "name": entry.name, "metrics": data["metrics"], "metric_commands": data["metric_commands"]},
-        sha256=entry.sha256[WEIGHTS], load_id=entry.name, where=package_where(entry.name, registry)))]
+        sha256=entry.sha256[WEIGHTS], load_id=entry.name, where=package_where(entry.name, registry),
+        prose=shipped_prose(entry.name, folder)))]
 
 
 def updated_registry_text(path: Path, name: str, data: Dict) -> str:

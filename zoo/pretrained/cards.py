@@ -2,14 +2,18 @@
 
 The front matter is written by ``huggingface_hub.ModelCardData`` (library_name, license, tags, datasets and the
 measured metrics as ``model-index``), so the card is a valid Hugging Face model card; the body holds the method's
-five-part table, where the weights are, how they were trained and what our own evaluation measured. Optional
-per-entry prose lives in ``card_templates/entries/NAME.md``.
+five-part table, where the weights are, how they were trained and what our own evaluation measured.
+
+Per-entry prose (``card_templates/entries/NAME.md``) describes the run a maintainer shipped under that name, so it
+is never chosen by name alone: callers pass it (``shipped_prose``) only for the card of weights shipped inside the
+package, and an export or a publish elsewhere that happens to reuse the name gets a card about itself.
 """
 
 from __future__ import annotations
 
 import json
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
 from zoo.errors import ZooError
@@ -36,6 +40,14 @@ def template_text(name: str = "template.md") -> Optional[str]:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
+def shipped_prose(name: str, folder: str | Path) -> str:
+    """The prose of ``entries/NAME.md`` for a card written into ``folder`` when that folder is inside the installed
+    package (only a maintainer ships there), else ``""``: a namesake elsewhere is another run."""
+    from zoo.pretrained.weights_registry import inside_package
+
+    return (template_text(f"entries/{name}.md") or "").strip() if inside_package(folder) else ""
+
+
 def front_matter(config: Mapping[str, Any], method: Method) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -48,6 +60,15 @@ def front_matter(config: Mapping[str, Any], method: Method) -> str:
         results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
                                   dataset_split="test", metric_type="accuracy", metric_value=float(value),
                                   metric_name=PROTOCOLS.get(protocol, protocol or "accuracy")))
+    reported = config.get("reported")
+    if isinstance(reported, Mapping) and isinstance(reported.get("value"), (int, float)):
+        # the authors' figure, as they state it (often a percentage), attributed to them and marked unverified
+        eval_set, _, protocol = str(reported.get("metric", "")).partition("/")
+        eval_id, eval_name = HUB_DATASETS.get(eval_set, (eval_set, eval_set))
+        results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
+                                  metric_type="accuracy", metric_value=reported["value"], verified=False,
+                                  metric_name=f"{protocol or 'accuracy'} as reported in {reported.get('source')} "
+                                              "(not measured here)"))
     license = config_license(config, required=False) or "other"  # "other": imported, licence not recorded
     data = ModelCardData(library_name="contrastive-zoo", license=license, pipeline_tag="image-feature-extraction",
                          tags=["self-supervised", "contrastive", method.name], datasets=[hub_id] if hub_id else None,
@@ -72,13 +93,16 @@ def certificate_lines(config: Mapping[str, Any]) -> str:
                   f"- conversion: format `{cert.get('format')}` by contrastive-zoo {cert.get('package_version')}; "
                   f"layout cited from {cert.get('cited') or 'the format'}"]
         dropped = (config.get("recipe") or {}).get("legacy_dropped") or {}
-        lines.append("- keys dropped: " + (", ".join(f"`{k}` ({n})" for k, n in sorted(dropped.items())) or "none"))
+        listed = dropped if isinstance(dropped, str) else \
+            ", ".join(f"`{k}` ({n})" for k, n in sorted(dropped.items())) or "none"  # str: not yet converted
+        lines.append(f"- keys dropped: {listed}")
     return "".join(f"\n{line}" for line in lines)
 
 
 def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish time)",
                 load_id: str = "path/to/folder",
-                where: str = "A local exported folder; not published to any hub yet.") -> str:
+                where: str = "A local exported folder; not published to any hub yet.", prose: str = "") -> str:
+    """The card of ``config``; ``prose`` is the entry's own section (``shipped_prose``), empty for any other card."""
     template = template_text()
     if template is None:
         raise ZooError("card template zoo/pretrained/card_templates/template.md is not installed with the package")
@@ -95,14 +119,13 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
     lines.append("- recipe (the run's full configuration):\n\n```json\n" + json.dumps(recipe, indent=1, sort_keys=True)
                  + "\n```")
     name = config.get("name") or ""
-    prose = template_text(f"entries/{name}.md") if name else None
     text = template.format(
         front_matter=front_matter(config, method).strip(),
         title=name or f"{method.name} encoder",
         summary=method.summary,
         method_name=method.name,
         paper=method.paper,
-        prose=(prose or "").strip(),
+        prose=prose.strip(),
         where=where,
         load_id=load_id,
         size="x".join(map(str, config["input"]["size"])),

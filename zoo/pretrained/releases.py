@@ -34,8 +34,9 @@ from urllib.parse import unquote, urlsplit
 from zoo.atomic import atomic_write_text
 from zoo.errors import ZooError
 from zoo.pretrained.download import Digest, download, file_digests
-from zoo.pretrained.exported import CONFIG, WEIGHTS, read_config, replace_dir
+from zoo.pretrained.exported import CARD, CONFIG, WEIGHTS, read_config, replace_dir
 from zoo.pretrained.licenses import forbids_commercial_use
+from zoo.pretrained.release_card import release_card, release_certificate, release_reported, release_where
 from zoo.pretrained.weights_registry import WeightsEntry
 
 _TRUE = ("1", "true", "yes", "on")
@@ -150,24 +151,19 @@ def install_release(entry: WeightsEntry, file: Path, *, downloaded_from: str,
 
     digests = digests or _checked(entry, Path(file), downloaded_from)
     src = entry.source
-    cert = {"entry": entry.name, "source_url": src["url"], "downloaded_from": downloaded_from,
-            "source_sha256": digests["sha256"], "publisher_digest": src.get("digest"),
-            "publisher_digest_kind": Digest.parse(src["digest"], entry.name).kind if "digest" in src else "none stated",
-            "format": src["format"], "cited": src.get("cited"), "package_version": package_version()}
+    cert = release_certificate(entry, downloaded_from=downloaded_from, source_sha256=digests["sha256"],
+                               package_version=package_version())
     final = release_folder(entry)
     staging = final.with_name(f".{entry.name}.converting-{os.getpid()}")
-    where = (f"Released by its publisher at {src['url']}; downloaded, checked and converted on this machine into "
-             f"the zoo cache by `zoo.load_encoder({entry.name!r})`.")
-    reported = ({k: entry.reported[k] for k in ("metric", "value", "source", "protocol")}
-                if entry.reported else None)
     try:
         import_legacy(str(file), format=src["format"], out=str(staging), name=entry.name,
-                      dataset=entry.dataset, method=entry.method, license=entry.license, reported=reported,
-                      overwrite=True, certificate=cert, where=where, expect_encoder=entry.encoder or None,
-                      expect_features=entry.num_features)
+                      dataset=entry.dataset, method=entry.method, license=entry.license,
+                      reported=release_reported(entry), overwrite=True, certificate=cert, where=release_where(entry),
+                      expect_encoder=entry.encoder or None, expect_features=entry.num_features)
         config = json.loads((staging / CONFIG).read_text(encoding="utf-8"))
         config["conversion"]["model_sha256"] = file_digests(staging / WEIGHTS, ("sha256",))["sha256"]
         atomic_write_text(staging / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(staging / CARD, release_card(entry, config))  # loaded by name, with its weights' sha256
         replace_dir(staging, final)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -87,9 +87,7 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
     facts = fmt.options["hparams"](hparams) if "hparams" in fmt.options else hparams
     dataset, preset, augment = _input(fmt, trunk.preset, trunk.grid, dataset, facts)
     row = _method(fmt, method, facts)
-    if row == "swav":  # SwAV's small crops: 96 px of 224 on ImageNet, 36 of 96 on STL-10 (pl_bolts' recipes)
-        augment["small_size"] = {"imagenet": 96, "stl10": 36}.get(preset, max(8, round(augment["size"] * 96 / 224)))
-    spec = get_method(row).with_overrides(augment=augment, encoder=trunk.part.to_dict())
+    spec = get_method(row).with_overrides(augment=row_augment(row, preset, augment), encoder=trunk.part.to_dict())
     if expect_encoder is not None and dict(expect_encoder) != trunk.part.to_dict():
         raise ZooError(f"{file.name} holds the encoder {trunk.part.to_dict()}, but its release entry states "
                        f"{dict(expect_encoder)}")
@@ -122,6 +120,15 @@ def import_legacy(path: str, *, format: str, out: str, name: Optional[str] = Non
                           recipe=recipe, training=imported_training(format, file.name, ckpt), license=license,
                           extra=extra)
     return str(folder)
+
+
+def row_augment(row: str, preset: str, augment: Dict[str, Any]) -> Dict[str, Any]:
+    """The augment overrides of an import: the input ones (``_input``) and, for SwAV, its small crops: 96 px of 224
+    on ImageNet, 36 of 96 on STL-10 (pl_bolts' recipes). A release entry's card states them before any download."""
+    if row == "swav":
+        augment = {**augment, "small_size": {"imagenet": 96, "stl10": 36}.get(
+            preset, max(8, round(augment["size"] * 96 / 224)))}
+    return augment
 
 
 def _input(fmt: LegacyFormat, inferred: str, grid: Optional[Tuple[int, int]], dataset: Optional[str],
