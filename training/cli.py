@@ -1,6 +1,6 @@
-"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases ...``: LightningCLI
-for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
-``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
+"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|embed|plot|import-legacy|releases ...``:
+LightningCLI for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it
+costs, ``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional
 from training.pretrain.fit_cli import Interrupted
 from zoo.errors import ZooError
 
-COMMANDS = ("export", "publish", "evaluate", "plot", "import-legacy", "releases")
+COMMANDS = ("export", "publish", "evaluate", "embed", "plot", "import-legacy", "releases")
 
 
 def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callable[..., Any]] = None):
@@ -78,14 +78,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif argv and argv[0] in COMMANDS:
             from jsonargparse import auto_cli
 
+            from training.downstream.embed_command import embed
             from training.downstream.evaluate import evaluate
             from training.downstream.plots import plot_run
             from training.release.export import export_checkpoint
             from training.release.publish import publish
             from training.release.releases_command import import_legacy_command, releases
 
-            commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "plot": plot_run,
-                        "import-legacy": import_legacy_command, "releases": releases}
+            commands = {"export": export_checkpoint, "publish": publish, "evaluate": evaluate, "embed": embed,
+                        "plot": plot_run, "import-legacy": import_legacy_command, "releases": releases}
             if argv[0] == "releases":
                 argv = [{"--json": "--json_output=true", "--markdown": "--markdown=true"}.get(a, a) for a in argv]
             result = auto_cli(commands, args=dashes_to_underscores(argv), exit_on_error=False)
