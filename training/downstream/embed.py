@@ -211,25 +211,25 @@ def encode_chunks(model: torch.nn.Module, root: Path, files: List[str], store: C
                                          collate_fn=list)
     owner = {row: index for index, lo, hi in pending for row in range(lo, hi)}
     parts: Dict[int, List[tuple]] = {index: [] for index, _, _ in pending}
-    for batch in loader:
-        bad = [(row, why) for row, x, why in batch if x is None]
-        if bad and not skip_unreadable:
-            raise ZooError(f"cannot decode image {root / files[bad[0][0]]}: {bad[0][1]}; pass {SKIP_OPTION} to "
-                           "leave unreadable files out")
-        good = [(row, x) for row, x, _ in batch if x is not None]
-        features = np.zeros((0, 0), np.float32)
-        if good:
-            x = torch.stack([x for _, x in good]).to(device)
-            if layout and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
+    with autocast:  # one region for the loop: autocast's cache of bf16 weight copies lives as long as it
+        for batch in loader:
+            bad = [(row, why) for row, x, why in batch if x is None]
+            if bad and not skip_unreadable:
+                raise ZooError(f"cannot decode image {root / files[bad[0][0]]}: {bad[0][1]}; pass {SKIP_OPTION} to "
+                               "leave unreadable files out")
+            good = [(row, x) for row, x, _ in batch if x is not None]
+            features = np.zeros((0, 0), np.float32)
+            if good:
+                x = torch.stack([x for _, x in good]).to(device)
+                if layout and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 features = model(x).float().flatten(1).cpu().numpy()
-        index = owner[batch[0][0]]
-        parts[index].append(([row for row, _ in good], features, bad))
-        progress.advance(len(batch), computed=True)
-        if batch[-1][0] == spans[index][1] - 1:  # the chunk's last batch: save it before the next one
-            chunks[index] = _assemble(parts.pop(index))
-            store.save(index, chunks[index])
+            index = owner[batch[0][0]]
+            parts[index].append(([row for row, _ in good], features, bad))
+            progress.advance(len(batch), computed=True)
+            if batch[-1][0] == spans[index][1] - 1:  # the chunk's last batch: save it before the next one
+                chunks[index] = _assemble(parts.pop(index))
+                store.save(index, chunks[index])
     return [chunks[index] for index in range(len(spans))]
 
 
