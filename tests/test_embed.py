@@ -22,6 +22,19 @@ from zoo.errors import ZooError
 PRECISE = dict(precision="32-true", batch_size=8, chunk_size=16)
 
 
+def make_image(kind: str, pixels: np.ndarray, sixteen: np.ndarray) -> Image.Image:
+    """An image of ``kind`` from random (H, W, 4) uint8 ``pixels`` (or the (H, W) uint16 ``sixteen``)."""
+    if kind in ("grey", "grey_jpeg"):
+        return Image.fromarray(pixels[..., 0])
+    if kind == "rgba":
+        return Image.fromarray(pixels, "RGBA")
+    if kind == "palette":
+        return Image.fromarray(pixels[..., :3]).convert("P", palette=Image.ADAPTIVE, colors=16)
+    if kind == "sixteen":
+        return Image.fromarray(sixteen)  # mode I;16
+    return Image.fromarray(pixels[..., :3])  # rgb, jpeg, odd
+
+
 def mixed_images(root: Path) -> list:
     """40 small images of every kind under nested folders (plus a text file that is no image); their relative
     paths, sorted."""
@@ -31,16 +44,9 @@ def mixed_images(root: Path) -> list:
     for i in range(40):
         kind = kinds[i % len(kinds)]
         h, w = (int(rng.integers(1, 9)), int(rng.integers(40, 70))) if kind == "odd" else rng.integers(9, 48, 2)
+        image = make_image(kind, rng.integers(0, 256, (h, w, 4), dtype=np.uint8),
+                           rng.integers(0, 65536, (h, w), dtype=np.uint16))
         folder = ["", "cats", "cats/young", "deep/a/b/c"][i % 4]
-        pixels = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
-        image = {"grey": lambda: Image.fromarray(pixels[..., 0]),
-                 "rgb": lambda: Image.fromarray(pixels[..., :3]),
-                 "rgba": lambda: Image.fromarray(pixels, "RGBA"),
-                 "palette": lambda: Image.fromarray(pixels[..., :3]).convert("P", palette=Image.ADAPTIVE, colors=16),
-                 "sixteen": lambda: Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16)),
-                 "jpeg": lambda: Image.fromarray(pixels[..., :3]),
-                 "grey_jpeg": lambda: Image.fromarray(pixels[..., 1]),
-                 "odd": lambda: Image.fromarray(pixels[..., :3])}[kind]()
         suffix = ".jpg" if "jpeg" in kind else ".PNG" if i % 10 == 3 else ".png"
         name = f"{folder}/{i:02d}_{kind}{suffix}".lstrip("/")
         (root / name).parent.mkdir(parents=True, exist_ok=True)
