@@ -59,7 +59,12 @@ def resolve_settings(precision: Optional[str], channels_last: Union[bool, str, N
     from training.pretrain.hardware import probe, resolve_channels_last, resolve_precision
 
     hw = probe()
-    where = torch.device(device or ("cuda" if hw.cuda else "cpu"))
+    try:
+        where = torch.device(device or ("cuda" if hw.cuda else "cpu"))
+    except RuntimeError as err:
+        raise ZooError(f"unknown device {device!r}: {err}") from None
+    if where.type == "cuda" and not hw.cuda:
+        raise ZooError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
     chosen, why = resolve_precision(precision, "gpu" if where.type == "cuda" else "cpu", hw)
     chosen = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}.get(str(chosen), str(chosen))
     if chosen not in AUTOCAST or (chosen == "16-mixed" and where.type != "cuda"):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from zoo.atomic import atomic_file, atomic_write_text, write_error
+from zoo.errors import ZooError
 
 
 @dataclass
@@ -52,7 +53,10 @@ def fingerprint(root: Path, files: List[str], settings: Dict[str, Any]) -> str:
     """What the rows depend on, hashed (module docstring); ``settings`` must be JSON-able."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name in files:
-        stat = (root / name).stat()
+        try:
+            stat = (root / name).stat()
+        except OSError as err:  # removed or made unreadable since the folder was listed
+            raise ZooError(f"cannot read {root / name}: {err.strerror}") from None
         digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
