@@ -1,4 +1,4 @@
-"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|plot|import-legacy|releases|cards ...``: LightningCLI
+"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|embed|plot|import-legacy|releases|cards ...``: LightningCLI
 for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
 ``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
 
@@ -22,6 +22,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "export": ("training.release.export", "export_checkpoint"),
     "publish": ("training.release.publish", "publish"),
     "evaluate": ("training.evaluate_command", "evaluate"),
+    "embed": ("training.downstream.embed_command", "embed"),
     "plot": ("training.downstream.plots", "plot_run"),
     "import-legacy": ("training.release.releases_command", "import_legacy_command"),
     "releases": ("training.release.releases_command", "releases"),
