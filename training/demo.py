@@ -20,6 +20,7 @@ from training.pretrain import hardware
 from training.pretrain.command_line import lightning_cli
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.fit_cli import Interrupted
+from training.pretrain.loop_progress import honours_quiet, reporting
 from training.release.export import export_checkpoint, machine
 from training.release.publish import publish
 from zoo.atomic import atomic_write_text
@@ -43,7 +44,8 @@ def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
 
 def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[str, object]:
     start = time.perf_counter()
-    scores = frozen_evaluation(encode, dm)
+    with reporting(prefix=f"[5/5] {name}: "):
+        scores = frozen_evaluation(encode, dm)
     return {"representation": name, "dims": scores["dims"], "knn": scores["knn"]["top1"],
             "linear": scores["linear"]["top1"], "eval_seconds": time.perf_counter() - start}
 
@@ -55,8 +57,9 @@ def table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+@honours_quiet
 def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Optional[str] = None,
-         download: bool = False, batch_size: Optional[int] = None) -> int:
+         download: bool = False, batch_size: Optional[int] = None, quiet: bool = False) -> int:
     """The demo's five steps: train, export, publish, load_encoder, evaluate (see the module docstring).
 
     Args:
@@ -65,6 +68,8 @@ def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Opti
         data_root: folder with the Fashion-MNIST IDX files.
         download: download Fashion-MNIST if not found.
         batch_size: override the recipe's batch size.
+        quiet: no progress lines on stderr (training's periodic step lines included; ``ZOO_QUIET=1`` does the
+            same; when stderr is not a terminal only one final line per stage is printed).
     """
     folder_out = Path(out)
     torch.manual_seed(0)
@@ -80,9 +85,9 @@ def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Opti
     if data_root:
         fit_args += ["--data.init_args.root", data_root]
     if download:
-        fit_args += ["--data.init_download", "true"]
+        fit_args += ["--data.init_args.download", "true"]
     if batch_size is not None:
-        fit_args += ["--data.init_batch_size", str(batch_size)]
+        fit_args += ["--data.init_args.batch_size", str(batch_size)]
     print(f"[1/5] training, {why}: python -m training {' '.join(fit_args)}", flush=True)
     start = time.perf_counter()
     try:
