@@ -24,6 +24,7 @@ from training.pretrain.loop_progress import honours_quiet, reporting
 from training.release.export import export_checkpoint, machine
 from training.release.publish import publish
 from zoo.atomic import atomic_write_text
+from zoo.errors import ZooError
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "yadim" / "fashion_mnist.yaml"
 NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
@@ -32,11 +33,36 @@ NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
 FP32_CPU_STEPS = 100
 
 
-def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
-    """Extra ``fit`` arguments for this machine and the reason, chosen from the hardware like the precision."""
-    precision, _ = hardware.resolve_precision(hardware.AUTO, "cpu", hw)
-    if hw.cuda or precision != "32-true":
-        return [], "the recipe as it is (3 epochs)"
+def trainer_setting(fit_args: List[str], name: str) -> Optional[str]:
+    """``trainer.NAME`` as ``fit`` will see it: the last ``--config`` file that sets it, then the last
+    ``--trainer.NAME`` on the command line (the demo's own overrides), as LightningCLI applies them."""
+    import yaml
+
+    value, flag = None, f"--trainer.{name}"
+    for i, word in enumerate(fit_args):
+        if word == "--config" and i + 1 < len(fit_args):
+            trainer = (yaml.safe_load(Path(fit_args[i + 1]).read_text()) or {}).get("trainer") or {}
+            value = trainer.get(name, value)
+        elif word == flag and i + 1 < len(fit_args):
+            value = fit_args[i + 1]
+        elif word.startswith(flag + "="):
+            value = word.split("=", 1)[1]
+    return None if value is None else str(value)
+
+
+def preset(hw: hardware.Hardware, accelerator: Optional[str] = hardware.AUTO) -> tuple[list[str], str]:
+    """Extra ``fit`` arguments and the reason, chosen from the capability of the device the recipe trains on
+    (``accelerator``: the recipe's ``trainer.accelerator`` with the demo's overrides), like the precision: a CUDA
+    card in the machine does not speed up a recipe pinned to the CPU."""
+    on_cuda = hardware.uses_cuda(accelerator, hw)
+    if on_cuda and not hw.cuda:
+        raise ZooError(f"the recipe trains on accelerator {accelerator!r} but torch sees no CUDA device; "
+                       "pass --trainer.accelerator cpu to train on the CPU")
+    precision, _ = hardware.resolve_precision(hardware.AUTO, "gpu" if on_cuda else "cpu", hw)
+    if on_cuda:
+        return [], f"the recipe as it is (3 epochs) on {hw.gpu} ({precision})"
+    if precision != "32-true":
+        return [], f"the recipe as it is (3 epochs) on the CPU: {hw.cpu} runs bf16 natively"
     return (["--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(FP32_CPU_STEPS)],
             f"{FP32_CPU_STEPS} steps of 256 images ({FP32_CPU_STEPS * 256 / 60000:.2f} epoch): {hw.cpu} has no native "
             "bf16, so it trains in fp32")
@@ -78,9 +104,10 @@ def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Opti
 
     fit_args = ["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(folder_out / "run"),
                 "--trainer.enable_progress_bar", "false"]
-    extra, why = preset(hardware.probe())
     if epochs is not None:
         extra, why = ["--trainer.max_epochs", str(epochs)], f"{epochs} epochs, as asked"
+    else:
+        extra, why = preset(hardware.probe(), trainer_setting(fit_args, "accelerator"))
     fit_args += extra
     if data_root:
         fit_args += ["--data.init_args.root", data_root]
