@@ -9,8 +9,12 @@ from training.demo import NAME, main
 def test_demo_runs_end_to_end_and_publishes_two_revisions(fmnist_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--epochs", "1", "--batch-size", "32", "--data-root", str(fmnist_dir)]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "| YADIM-trained encoder (zoo.load_encoder) | 256 |" in printed
+    # [5/5] reports each evaluation stage; captured stderr is not a terminal: one final line per stage
+    stages = [line.split(":")[1].strip() for line in err.splitlines() if line.startswith("[5/5] YADIM-trained")]
+    assert stages == ["features of the training split", "features of the test split", "kNN votes (val)",
+                      "kNN votes (test)", "linear probe, L-BFGS loss evaluations (at most)"], err
     results = json.loads((out / "results.json").read_text())
     assert [r["representation"] for r in results["rows"]][1:] == [
         "random-init encoder (same architecture)", "YADIM-trained encoder (zoo.load_encoder)"]

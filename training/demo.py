@@ -20,9 +20,11 @@ from training.pretrain import hardware
 from training.pretrain.command_line import lightning_cli
 from training.pretrain.data import FashionMNISTDataModule
 from training.pretrain.fit_cli import Interrupted
+from training.pretrain.loop_progress import honours_quiet, reporting
 from training.release.export import export_checkpoint, machine
 from training.release.publish import publish
 from zoo.atomic import atomic_write_text
+from zoo.errors import ZooError
 
 RECIPE = Path(__file__).resolve().parent / "recipes" / "yadim" / "fashion_mnist.yaml"
 NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
@@ -31,11 +33,36 @@ NAME, REPO_ID = "yadim.fashion_mnist", "demo/yadim-fashion-mnist"
 FP32_CPU_STEPS = 100
 
 
-def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
-    """Extra ``fit`` arguments for this machine and the reason, chosen from the hardware like the precision."""
-    precision, _ = hardware.resolve_precision(hardware.AUTO, "cpu", hw)
-    if hw.cuda or precision != "32-true":
-        return [], "the recipe as it is (3 epochs)"
+def trainer_setting(fit_args: List[str], name: str) -> Optional[str]:
+    """``trainer.NAME`` as ``fit`` will see it: the last ``--config`` file that sets it, then the last
+    ``--trainer.NAME`` on the command line (the demo's own overrides), as LightningCLI applies them."""
+    import yaml
+
+    value, flag = None, f"--trainer.{name}"
+    for i, word in enumerate(fit_args):
+        if word == "--config" and i + 1 < len(fit_args):
+            trainer = (yaml.safe_load(Path(fit_args[i + 1]).read_text()) or {}).get("trainer") or {}
+            value = trainer.get(name, value)
+        elif word == flag and i + 1 < len(fit_args):
+            value = fit_args[i + 1]
+        elif word.startswith(flag + "="):
+            value = word.split("=", 1)[1]
+    return None if value is None else str(value)
+
+
+def preset(hw: hardware.Hardware, accelerator: Optional[str] = hardware.AUTO) -> tuple[list[str], str]:
+    """Extra ``fit`` arguments and the reason, chosen from the capability of the device the recipe trains on
+    (``accelerator``: the recipe's ``trainer.accelerator`` with the demo's overrides), like the precision: a CUDA
+    card in the machine does not speed up a recipe pinned to the CPU."""
+    on_cuda = hardware.uses_cuda(accelerator, hw)
+    if on_cuda and not hw.cuda:
+        raise ZooError(f"the recipe trains on accelerator {accelerator!r} but torch sees no CUDA device; "
+                       "pass --trainer.accelerator cpu to train on the CPU")
+    precision, _ = hardware.resolve_precision(hardware.AUTO, "gpu" if on_cuda else "cpu", hw)
+    if on_cuda:
+        return [], f"the recipe as it is (3 epochs) on {hw.gpu} ({precision})"
+    if precision != "32-true":
+        return [], f"the recipe as it is (3 epochs) on the CPU: {hw.cpu} runs bf16 natively"
     return (["--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(FP32_CPU_STEPS)],
             f"{FP32_CPU_STEPS} steps of 256 images ({FP32_CPU_STEPS * 256 / 60000:.2f} epoch): {hw.cpu} has no native "
             "bf16, so it trains in fp32")
@@ -43,7 +70,8 @@ def preset(hw: hardware.Hardware) -> tuple[list[str], str]:
 
 def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[str, object]:
     start = time.perf_counter()
-    scores = frozen_evaluation(encode, dm)
+    with reporting(prefix=f"[5/5] {name}: "):
+        scores = frozen_evaluation(encode, dm)
     return {"representation": name, "dims": scores["dims"], "knn": scores["knn"]["top1"],
             "linear": scores["linear"]["top1"], "eval_seconds": time.perf_counter() - start}
 
@@ -55,8 +83,9 @@ def table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+@honours_quiet
 def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Optional[str] = None,
-         download: bool = False, batch_size: Optional[int] = None) -> int:
+         download: bool = False, batch_size: Optional[int] = None, quiet: bool = False) -> int:
     """The demo's five steps: train, export, publish, load_encoder, evaluate (see the module docstring).
 
     Args:
@@ -65,6 +94,8 @@ def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Opti
         data_root: folder with the Fashion-MNIST IDX files.
         download: download Fashion-MNIST if not found.
         batch_size: override the recipe's batch size.
+        quiet: no progress lines on stderr (training's periodic step lines included; ``ZOO_QUIET=1`` does the
+            same; when stderr is not a terminal only one final line per stage is printed).
     """
     folder_out = Path(out)
     torch.manual_seed(0)
@@ -73,16 +104,17 @@ def demo(*, out: str = "demo_out", epochs: Optional[int] = None, data_root: Opti
 
     fit_args = ["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(folder_out / "run"),
                 "--trainer.enable_progress_bar", "false"]
-    extra, why = preset(hardware.probe())
     if epochs is not None:
         extra, why = ["--trainer.max_epochs", str(epochs)], f"{epochs} epochs, as asked"
+    else:
+        extra, why = preset(hardware.probe(), trainer_setting(fit_args, "accelerator"))
     fit_args += extra
     if data_root:
         fit_args += ["--data.init_args.root", data_root]
     if download:
-        fit_args += ["--data.init_download", "true"]
+        fit_args += ["--data.init_args.download", "true"]
     if batch_size is not None:
-        fit_args += ["--data.init_batch_size", str(batch_size)]
+        fit_args += ["--data.init_args.batch_size", str(batch_size)]
     print(f"[1/5] training, {why}: python -m training {' '.join(fit_args)}", flush=True)
     start = time.perf_counter()
     try:

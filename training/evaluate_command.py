@@ -27,6 +27,7 @@ import zoo
 from training.downstream.datasets import DATASETS, datamodule_for
 from training.downstream.finetune import finetune_evaluation
 from training.downstream.frozen import frozen_evaluation, frozen_features
+from training.pretrain.loop_progress import honours_quiet
 from zoo.errors import ZooError
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -75,11 +76,13 @@ def reproducing_command(given: Dict[str, Any]) -> str:
     return shlex.join(words)
 
 
+@honours_quiet
 def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[str] = None, download: bool = False,
              out: Optional[str] = None, record: Optional[str] = None, maintainer: bool = False,
              baselines: bool = False, registry: Optional[str] = None, k: int = 200, temperature: float = 0.1,
              val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4,
-             train_last: int = -1, batch_size: int = 256, skip_unreadable: bool = False) -> Dict[str, Any]:
+             train_last: int = -1, batch_size: int = 256, skip_unreadable: bool = False,
+             quiet: bool = False) -> Dict[str, Any]:
     """Evaluate a pretrained encoder on a labelled dataset; by default only prints (nothing is written).
 
     Args:
@@ -109,6 +112,8 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
         batch_size: fine-tuning batch size.
         skip_unreadable: leave out the images of a folder that cannot be decoded (a line on stderr counts and
             names them; the result's ``skipped_unreadable`` counts them) instead of stopping at the first.
+        quiet: no progress lines on stderr (``ZOO_QUIET=1`` does the same; when stderr is not a terminal only
+            one final line per stage is printed; training.pretrain.loop_progress has the rule).
     """
     given = dict(encoder=encoder, data=data, protocol=protocol, root=root, registry=registry, k=k,
                  temperature=temperature, val_fraction=val_fraction, seed=seed, epochs=epochs, lr=lr,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.downstream.frozen import labelled_loaders, split_indices, topk
+from training.pretrain.loop_progress import LoopProgress, loop_size, tracked
 from zoo.errors import ZooError
 
 
@@ -88,20 +89,25 @@ def finetune(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], n
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
     best, history = None, []
+    starts = range(0, len(x) - batch_size + 1 if len(x) >= batch_size else 1, batch_size)
+    progress = LoopProgress("fine-tuning", epochs * len(starts))
     for epoch in range(epochs):
+        progress.detail = f"epoch {epoch + 1}/{epochs}"
         _set_train_mode(model, trained)
         order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x) - batch_size + 1 if len(x) >= batch_size else 1, batch_size):
+        for start in starts:
             idx = order[start:start + batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            progress.update()
         val_acc = accuracy(model, val)
         history.append({"epoch": epoch + 1, "val_top1": val_acc, "last_loss": float(loss.detach())})
         if best is None or val_acc > best[0]:
             best = (val_acc, copy.deepcopy(model.state_dict()))
+    progress.finish(f"best val top-1 {best[0]:.4f}")
     model.load_state_dict(best[1])
     for p in model.parameters():
         p.requires_grad_(False)
@@ -126,10 +132,10 @@ def accuracy(model: torch.nn.Module, data: Tuple[Tensor, Tensor]) -> float:
     return (predict(model, data[0]).argmax(1) == data[1]).float().mean().item()
 
 
-def load_images(loader) -> Tuple[Tensor, Tensor]:
+def load_images(loader, what: str = "loading images") -> Tuple[Tensor, Tensor]:
     """Every (images, labels) batch of ``loader`` in two tensors (fine-tuning draws its own batches)."""
     images, labels = [], []
-    for x, y in loader:
+    for x, y in tracked(loader, what, loop_size(loader), "images", lambda batch: len(batch[0])):
         images.append(x)
         labels.append(torch.as_tensor(y))
     if not images:
@@ -145,8 +151,8 @@ def finetune_evaluation(encoder: torch.nn.Module, preprocess: Callable[[Tensor],
     evaluation carves it), and score it once on the test split: ``top1`` (``top5`` above five classes),
     ``val_top1``, the per-epoch ``history``, the split sizes and ``seconds``."""
     train_loader, test_loader = labelled_loaders(datamodule)
-    train_x, train_y = load_images(train_loader)
-    test_x, test_y = load_images(test_loader)
+    train_x, train_y = load_images(train_loader, "loading the training split")
+    test_x, test_y = load_images(test_loader, "loading the test split")
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     if len(torch.unique(train_y)) < 2:
         raise ZooError(f"the training split has a single class ({int(train_y[0])}); classification needs two")

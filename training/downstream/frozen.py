@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.pretrain.loop_progress import LoopProgress, loop_size, tracked
 from zoo.errors import ZooError
 
 
 @torch.no_grad()
 def extract_features(encode: Callable[[Tensor], Tensor], batches: Iterable[Tuple[Tensor, Tensor]],
-                     device: torch.device | str = "cpu") -> Tuple[Tensor, Tensor]:
+                     device: torch.device | str = "cpu", what: str = "extracting features") -> Tuple[Tensor, Tensor]:
     """Run ``encode`` (preprocessing included) over (images, labels) batches; features and labels on CPU."""
     feats, labels = [], []
-    for images, y in batches:
+    for images, y in tracked(batches, what, loop_size(batches), "images", lambda batch: len(batch[0])):
         feats.append(encode(images.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
     if not feats:
@@ -34,7 +35,7 @@ def extract_features(encode: Callable[[Tensor], Tensor], batches: Iterable[Tuple
 
 @torch.no_grad()
 def knn_scores(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int = 200,
-               temperature: float = 0.1, chunk: int = 1024) -> Tensor:
+               temperature: float = 0.1, chunk: int = 1024, what: str = "kNN votes") -> Tensor:
     """Weighted kNN class votes (Q, num_classes) for ``queries`` (Q, D) against ``bank`` (N, D): the k most
     cosine-similar bank items vote for their class with weight exp(sim / temperature)."""
     if len(bank) == 0:
@@ -42,7 +43,7 @@ def knn_scores(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: 
     k = min(k, len(bank))
     bank = F.normalize(bank.float(), dim=1)
     votes = []
-    for q in F.normalize(queries.float(), dim=1).split(chunk):
+    for q in tracked(F.normalize(queries.float(), dim=1).split(chunk), what, len(queries), "queries", len):
         sim, idx = (q @ bank.t()).topk(k, dim=1)
         v = torch.zeros(len(q), num_classes)
         v.scatter_add_(1, bank_labels[idx], torch.exp(sim / temperature))
@@ -112,8 +113,8 @@ def frozen_evaluation(encode: Callable[[Tensor], Tensor], datamodule, protocols:
     if unknown:
         raise ZooError(f"frozen-feature protocols are knn and linear, not {', '.join(unknown)}")
     train_loader, test_loader = labelled_loaders(datamodule)
-    train = extract_features(encode, train_loader)
-    test = extract_features(encode, test_loader)
+    train = extract_features(encode, train_loader, what="features of the training split")
+    test = extract_features(encode, test_loader, what="features of the test split")
     num_classes = int(max(train[1].max(), test[1].max())) + 1
     if len(torch.unique(train[1])) < 2:
         raise ZooError(f"the training split has a single class ({int(train[1][0])}); classification needs two")
@@ -122,8 +123,8 @@ def frozen_evaluation(encode: Callable[[Tensor], Tensor], datamodule, protocols:
     result: Dict[str, Any] = {"dims": int(train[0].shape[1]), "num_classes": num_classes, "n_fit": len(fit_idx),
                               "n_val": len(val_idx), "n_test": len(test[0]), "test_features": test}
     if "knn" in protocols:
-        val_scores = knn_scores(val[0], fit[0], fit[1], num_classes, k, temperature)
-        scores = knn_scores(test[0], train[0], train[1], num_classes, k, temperature)
+        val_scores = knn_scores(val[0], fit[0], fit[1], num_classes, k, temperature, what="kNN votes (val)")
+        scores = knn_scores(test[0], train[0], train[1], num_classes, k, temperature, what="kNN votes (test)")
         result["knn"] = {**topk(scores, test[1], num_classes),
                          "val_top1": topk(val_scores, val[1], num_classes)["top1"], "k": k, "temperature": temperature}
     if "linear" in protocols:
@@ -157,14 +158,18 @@ def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num
     both = torch.cat([fit[0], val[0]])
     mean, std = both.mean(0), both.std(0).clamp_min(1e-6)
     x_fit, x_val = (fit[0] - mean) / std, (val[0] - mean) / std
-    best = None
-    for wd in weight_decays:
-        model = _fit_logistic(x_fit, fit[1], num_classes, wd, max_iter, seed)
+    best, decays, evals = None, list(weight_decays), max_iter * 5 // 4  # L-BFGS's default max_eval per fit
+    progress = LoopProgress("linear probe, L-BFGS loss evaluations (at most)", len(decays) * evals, "evals")
+    for i, wd in enumerate(decays):
+        progress.detail = f"weight decay {wd:g} ({i + 1}/{len(decays)})"
+        model = _fit_logistic(x_fit, fit[1], num_classes, wd, max_iter, seed, progress.update)
+        progress.update(0, done=(i + 1) * evals)  # a fit that converged early leaves its budget unused
         with torch.no_grad():
             val_acc = (model(x_val).argmax(1) == val[1]).float().mean().item()
         if best is None or val_acc > best[0]:
             best = (val_acc, wd, model)
     val_acc, wd, model = best
+    progress.finish(f"weight decay {wd:g} chosen (val top-1 {val_acc:.4f})")
 
     @torch.no_grad()
     def predict(features: Tensor) -> Tensor:
@@ -174,13 +179,14 @@ def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num
 
 
 def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int,
-                  seed: int = 0) -> torch.nn.Linear:
+                  seed: int = 0, on_eval: Callable[[], object] = lambda: None) -> torch.nn.Linear:
     torch.manual_seed(seed)
     model = torch.nn.Linear(x.shape[1], num_classes)
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
                             line_search_fn="strong_wolfe")
 
     def closure():
+        on_eval()
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y) + weight_decay * model.weight.pow(2).sum()
         loss.backward()

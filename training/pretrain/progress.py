@@ -12,12 +12,7 @@ from typing import Any, Optional, TextIO
 
 import pytorch_lightning as pl
 
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+from training.pretrain.loop_progress import OFF, current, duration  # duration: explore's runner uses it too
 
 
 class ProgressLine(pl.Callback):
@@ -46,7 +41,7 @@ class ProgressLine(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         now = time.perf_counter()
-        if now - self._last >= self.every_seconds and trainer.is_global_zero:
+        if now - self._last >= self.every_seconds and trainer.is_global_zero and current().resolved_mode() != OFF:
             self._last = now
             self._print(self.line(trainer, batch, now))
 
