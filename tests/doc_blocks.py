@@ -23,7 +23,8 @@ OUTPUT = ("text",)  # outputs, messages, files shown for reading: never run
 RUN = ("python", "bash", "json", "yaml")
 #: the two steps every documented training command is cut to (and two more where it resumes)
 STEPS = 2
-TINY_ENCODER = '{"ndf": 8, "n_rkhs": 32, "depth": 1}'  # the Fashion-MNIST recipes' AMDIM encoder, shrunk
+# the Fashion-MNIST recipes' AMDIM encoder, shrunk (a mapping on the command line replaces the recipe's)
+TINY_ENCODER = '{"name": "amdim", "in_channels": 1, "image_size": 32, "ndf": 8, "n_rkhs": 32, "depth": 1}'
 #: shell words kept as they are when a command is put back together (redirections, pipes)
 SHELL_WORDS = {">", ">>", "<", "|", "&&", "||", "2>&1"}
 PAPER_GRID = "training/grids/paper_fmnist.yaml"
@@ -78,7 +79,11 @@ def commands(text: str) -> List[List[str]]:
 
 
 def join(words: List[str]) -> str:
-    return " ".join(w if w in SHELL_WORDS or w.startswith("$(") else shlex.quote(w) for w in words)
+    """Words back into one shell line: redirections and the pieces of a ``$(...)`` stay as written."""
+    def raw(w: str) -> bool:
+        return w in SHELL_WORDS or (" " not in w and ("$(" in w or w.endswith(")")))
+
+    return " ".join(w if raw(w) else shlex.quote(w) for w in words)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import make_fashion_mnist
-from tests.doc_blocks import (OUTPUT, ROOT, RUN, Block, Places, blocks, commands, documents, join, slow, tiny)
+from tests.doc_blocks import OUTPUT, ROOT, RUN, Block, Places, blocks, commands, documents, join, slow, tiny
 
 DOCS = documents()
 LINKED = ("zoo", "training", "tests", "hubconf.py", "pyproject.toml", "Makefile", "LICENSE", "README.md")
@@ -81,6 +81,8 @@ def sandbox(tmp_path: Path) -> tuple[Path, Places, Dict[str, str]]:
     for script in (ROOT / "bench").glob("*.py"):
         (box / "bench" / script.name).symlink_to(script)
     (box / "docs").mkdir()
+    for page in (ROOT / "docs").glob("*.md"):  # copies: commands such as `plan --readme` rewrite them
+        (box / "docs" / page.name).write_text(page.read_text())
     places = Places(make_fashion_mnist(tmp_path / "fmnist"), tmp_path / "images")
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("test", 6)):
@@ -109,7 +111,7 @@ def cache_releases(text: str, env: Dict[str, str], monkeypatch) -> None:
     monkeypatch.setenv("ZOO_CACHE", env["ZOO_CACHE"])
     monkeypatch.delenv("ZOO_REGISTRY", raising=False)
     registry = open_registry()
-    for name in set(re.findall(r"""["']([a-z0-9_.]+)["']""", text)) & set(registry.names()):
+    for name in set(re.findall(r"""load_encoder\(\s*["']([a-z0-9_.]+)["']""", text)) & set(registry.names()):
         entry = registry.get(name)
         if entry.kind != "release" or release_folder(entry).exists():
             continue
@@ -139,7 +141,7 @@ def run(cmd, box: Path, env: Dict[str, str], block: Block, what: str, shell: boo
     return done.stdout
 
 
-def run_block(block: Block, box: Path, places: Places, env: Dict[str, str], monkeypatch) -> None:
+def run_block(block: Block, box: Path, places: Places, env: Dict[str, str], monkeypatch, done: set) -> None:
     name = f"block_{block.path.stem}_{block.line}"
     if block.lang == "python":
         cache_releases(block.text, env, monkeypatch)
@@ -149,7 +151,9 @@ def run_block(block: Block, box: Path, places: Places, env: Dict[str, str], monk
         for words in commands(block.text):
             made_up_checkpoint(words, box)
             command = join(tiny(words, places))
-            run(command, box, env, block, command, shell=True)
+            if command not in done:  # e.g. `explore GRID`, `--jobs` and `--collect` all check the grid
+                run(command, box, env, block, command, shell=True)
+                done.add(command)
     elif block.lang == "json":
         from zoo.pretrained.weights_registry import WeightsRegistry, registry_paths
 
@@ -169,7 +173,29 @@ def run_block(block: Block, box: Path, places: Places, env: Dict[str, str], monk
 @pytest.mark.parametrize("doc", [pytest.param(d, id=str(d.relative_to(ROOT)),
                                               marks=[pytest.mark.slow] if is_slow(d) else []) for d in DOCS])
 def test_the_blocks_of_each_document_run(doc, tmp_path, monkeypatch):
-    box, places, env = sandbox(tmp_path)
+    box, places, env, done = *sandbox(tmp_path), set()
     for block in blocks(doc):
         if block.lang not in OUTPUT:
-            run_block(block, box, places, env, monkeypatch)
+            run_block(block, box, places, env, monkeypatch, done)
+
+
+def test_the_cpu_settings_figures_come_from_the_step_counts_the_docs_name():
+    """docs/benchmarks.md names the command behind its CPU-settings table; the results file it names must hold
+    rows measured with exactly those step counts (a rerun with the script's defaults would not match the text)."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    command = re.search(r"`\.venv/bin/python bench/cpu_settings\.py ([^`]*)`", text)
+    assert command, "docs/benchmarks.md no longer names the bench/cpu_settings.py command behind its table"
+    words = command.group(1).split()
+    steps, bf16_steps = int(words[words.index("--steps") + 1]), int(words[words.index("--bf16-steps") + 1])
+    result = json.loads((ROOT / words[words.index("--out") + 1]).read_text())
+    expected = [steps if r["precision"] == "32-true" or result["native_bf16"] else bf16_steps for r in result["rows"]]
+    assert [r["steps"] for r in result["rows"]] == expected
+    assert f"medians of {steps} fp32 steps and {bf16_steps} bf16 steps" in " ".join(text.split())
+
+
+def test_the_readme_is_a_short_guide_in_one_python_spelling():
+    """At most 300 lines, and every command a newcomer copies runs the interpreter `make demo` built."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 300
+    programs = {words[0] for b in blocks(readme) if b.lang == "bash" for words in commands(b.text)}
+    assert programs <= {".venv/bin/python", "make"}, programs
