@@ -3,6 +3,8 @@
 # outside the checkout load an encoder, read a card, and run fit -> export -> publish, and evaluate, all from the
 # installed copy (recipes and weights as package data). `make test` runs this; it needs no network.
 #   tests/installed_wheel.sh [PYTHON]      (default: the checkout's .venv/bin/python)
+#   WHEEL=dist/contrastive_zoo-...whl tests/installed_wheel.sh [PYTHON]   checks that wheel instead of building one
+#   (.github/workflows/release.yml: the wheel a tag would release)
 # A failure here is a packaging bug: fix the package (pyproject.toml, package data, paths), not this check.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,12 +17,17 @@ step() { echo "installed wheel [$((SECONDS - START))s]: $*"; }
 
 # Build from a copy of the sources, so nothing stale (build/, egg-info) in the checkout can leak into the wheel and
 # the build writes nothing into the checkout.
-step "building the wheel"
-mkdir -p "$WORK/src"
-cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$WORK/src/"
-(cd "$ROOT" && tar --exclude=__pycache__ -cf - zoo training) | tar -xf - -C "$WORK/src"
-"$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
-WHEEL=$(ls "$WORK"/dist/contrastive_zoo-*.whl)
+if [ -n "${WHEEL:-}" ]; then
+  case $WHEEL in /*) ;; *) WHEEL=$PWD/$WHEEL ;; esac
+  step "checking the given wheel $WHEEL"
+else
+  step "building the wheel"
+  mkdir -p "$WORK/src"
+  cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$WORK/src/"
+  (cd "$ROOT" && tar --exclude=__pycache__ -cf - zoo training) | tar -xf - -C "$WORK/src"
+  "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
+  WHEEL=$(ls "$WORK"/dist/contrastive_zoo-*.whl)
+fi
 SITE=$WORK/site
 "$PY" -m pip install --quiet --no-deps --target "$SITE" "$WHEEL"
 

@@ -1,4 +1,4 @@
-"""``pip install contrastive-zoo`` (no ``train`` extra) is enough to load and run an encoder: using ``zoo`` never
+"""The wheel without its ``train`` extra is enough to load and run an encoder: using ``zoo`` never
 imports the training stack. A fresh interpreter, because this test session has imported all of it already."""
 
 import json
@@ -65,4 +65,7 @@ def test_without_the_train_extra_zoo_works_and_training_names_the_extra(tmp_path
     last = result.stderr.strip().splitlines()[-1]
     assert last == ("ModuleNotFoundError: training needs the 'train' extra, which is not installed (missing: "
                     "pytorch-lightning, jsonargparse[signatures], matplotlib, torchmetrics, PyYAML): "
-                    "pip install 'contrastive-zoo[train]'"), result.stderr[-3000:]
+                    "pip install 'pytorch-lightning' 'jsonargparse[signatures]' 'matplotlib' 'torchmetrics' 'PyYAML', "
+                    "or install the wheel with its extra: "
+                    "pip install 'dist/contrastive_zoo-VERSION-py3-none-any.whl[train]' (not on PyPI)"), \
+        result.stderr[-3000:]

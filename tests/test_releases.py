@@ -297,14 +297,15 @@ def test_online_each_release_downloads_and_matches_its_publishers_digest(name, t
     assert encoder.num_features == RELEASES[name].num_features
 
 
-def test_readme_lists_the_release_entries_as_the_registry_has_them(tmp_path, monkeypatch, capsys):
+def test_the_docs_list_the_release_entries_as_the_registry_has_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "empty"))  # sizes as counted, not as one machine cached them
     monkeypatch.delenv("ZOO_REGISTRY", raising=False)
     assert main(["releases", "--markdown"]) == 0
     table = capsys.readouterr().out.strip()
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("<!-- release-table:", 1)[1].split("\n", 1)[1].split("<!-- /release-table -->")[0]
-    assert block.strip() == table, "README's release table is stale: paste `python -m training releases --markdown`"
+    page = (REPO / "docs" / "releases.md").read_text()
+    block = page.split("<!-- release-table:", 1)[1].split("\n", 1)[1].split("<!-- /release-table -->")[0]
+    assert block.strip() == table, \
+        "docs/releases.md's release table is stale: paste `python -m training releases --markdown`"
 
 
 def test_the_progress_bar_shows_only_when_asked_or_on_a_terminal(server, tmp_path, capsys, monkeypatch):

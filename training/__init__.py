@@ -2,8 +2,8 @@
 
 import importlib.util
 
-# import name -> requirement of the ``train`` extra (``pip install 'contrastive-zoo[train]'``); ``zoo`` alone needs
-# none of them
+# import name -> requirement of the ``train`` extra (``make install``, or a built wheel installed as
+# ``WHEEL[train]``; the package is not on PyPI); ``zoo`` alone needs none of them
 TRAIN_EXTRA = {"pytorch_lightning": "pytorch-lightning", "jsonargparse": "jsonargparse[signatures]",
                "matplotlib": "matplotlib", "torchmetrics": "torchmetrics", "yaml": "PyYAML"}
 
@@ -11,4 +11,6 @@ _missing = [module for module in TRAIN_EXTRA if importlib.util.find_spec(module)
 if _missing:
     raise ModuleNotFoundError(
         f"training needs the 'train' extra, which is not installed (missing: "
-        f"{', '.join(TRAIN_EXTRA[m] for m in _missing)}): pip install 'contrastive-zoo[train]'", name=_missing[0])
+        f"{', '.join(TRAIN_EXTRA[m] for m in _missing)}): pip install "
+        f"{' '.join(repr(TRAIN_EXTRA[m]) for m in _missing)}, or install the wheel with its extra: "
+        "pip install 'dist/contrastive_zoo-VERSION-py3-none-any.whl[train]' (not on PyPI)", name=_missing[0])

@@ -25,7 +25,7 @@ def releases(json_output: bool = False, markdown: bool = False, registry: Option
 
     Args:
         json_output: print JSON (one object per entry) instead of a table.
-        markdown: print README's table of release entries (a test holds README to it).
+        markdown: print docs/releases.md's table of release entries (a test holds the page to it).
         registry: a weights registry file to list instead of the package's (and ``ZOO_REGISTRY``'s).
     """
     rows = list_releases(open_registry(registry))
@@ -37,7 +37,7 @@ def releases(json_output: bool = False, markdown: bool = False, registry: Option
 
 
 def release_markdown(rows: List[Dict[str, Any]]) -> str:
-    """README's table: name, method, dataset, the top-1 its publisher reports, licence, size of the weights."""
+    """docs/releases.md's table: name, method, dataset, the top-1 its publisher reports, licence, size of the weights."""
     lines = ["| `zoo.load_encoder(...)` | method | data | reported top-1 | licence | digest | size |",
              "|---|---|---|---:|---|---|---:|"]
     for row in rows:
