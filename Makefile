@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test install data clean
+.PHONY: demo test test-quick install data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: install
 	$(VENV)/bin/mypy zoo
 	tests/installed_wheel.sh $(PY)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10
+
+# the quick subset while working: everything but the recipe checks, the multi-process runs and the documents whose
+# blocks train (pytest -m "not slow"); CI runs `make test`
+test-quick: install
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy zoo
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" --durations=10
 
 clean:
 	rm -rf $(VENV) runs demo_out .pytest_cache

@@ -2,7 +2,7 @@
 
 ``python bench/release_load.py [--repeats 15] [--out bench/results/release_load.json]``
 
-A ResNet-50 checkpoint in MoCo's released layout (random weights; ``tests/release_layouts.py``) is served on
+A ResNet-50 checkpoint in MoCo's released layout (random weights; ``tests/helpers/release_layouts.py``) is served on
 loopback, loaded once by name through ``ZOO_MIRROR`` into a fresh ``ZOO_CACHE`` (download, digest, conversion),
 then, in one warm process with ``ZOO_OFFLINE=1``, two loads alternate ``--repeats`` times:
 
@@ -44,8 +44,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    from tests.release_layouts import checkpoint
-    from tests.release_server import ReleaseServer
+    from tests.helpers.release_layouts import checkpoint
+    from tests.helpers.release_server import ReleaseServer
     from training.pretrain.hardware import cpu_name, native_cpu_bf16
     from zoo.pretrained.weights_registry import FORMAT, PACKAGE_REGISTRY, WeightsRegistry
 

@@ -1,4 +1,4 @@
-"""Every code block of README.md and docs/*.md runs (the rules are in ``tests/doc_blocks.py``).
+"""Every code block of README.md and docs/*.md runs (the rules are in ``tests/helpers/doc_blocks.py``).
 
 Each document's blocks run in order in one sandbox folder: the repository's code and recipes linked in, a made-up
 Fashion-MNIST and image folder, an empty zoo cache with the network forbidden (``ZOO_OFFLINE``,
@@ -23,8 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import make_fashion_mnist
-from tests.doc_blocks import OUTPUT, ROOT, RUN, Block, Places, blocks, commands, documents, join, slow, tiny
+from tests.helpers.data import make_fashion_mnist
+from tests.helpers.doc_blocks import OUTPUT, ROOT, RUN, Block, Places, blocks, commands, documents, join, slow, tiny
 
 DOCS = documents()
 LINKED = ("zoo", "training", "tests", "hubconf.py", "pyproject.toml", "Makefile", "LICENSE", "README.md")
@@ -104,7 +104,7 @@ def cache_releases(text: str, env: Dict[str, str], monkeypatch) -> None:
     """Release entries the block names, converted into the sandbox's cache from made-up files in their layout."""
     import torch
 
-    from tests.release_layouts import checkpoint
+    from tests.helpers.release_layouts import checkpoint
     from zoo.pretrained.releases import file_digests, install_release, release_folder
     from zoo.pretrained.weights_registry import open_registry
 
@@ -125,7 +125,7 @@ def made_up_checkpoint(words, box: Path) -> None:
     """``import-legacy FILE --format F``: a file in F's layout (random ResNet-50 weights) where FILE is missing."""
     import torch
 
-    from tests.release_layouts import checkpoint
+    from tests.helpers.release_layouts import checkpoint
 
     if "import-legacy" in words and "--format" in words:
         file = box / words[words.index("import-legacy") + 1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from tests.zoo_exports import make_export, outputs
+from tests.helpers.zoo_exports import make_export, outputs
 from training.release.publish import publish
 
 REPO_DIR = str(Path(__file__).resolve().parents[1])

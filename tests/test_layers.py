@@ -6,7 +6,7 @@ bottom, the five characteristics' parts above it, the method rows and their buil
 weights side above that, and the package's facade on top. Inside ``training``: ``pretrain`` at the bottom;
 ``downstream``, ``release`` and ``plan`` beside each other above it; the command line, the demo, ``ship_weights``,
 the evaluate command and ``explore`` on top, the only place that composes the layers below.
-Imports are read with ``ast`` (``tests/import_graph.py``), those inside functions included.
+Imports are read with ``ast`` (``tests/helpers/import_graph.py``), those inside functions included.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from tests.import_graph import cycles, imports, module_files
+from tests.helpers.import_graph import cycles, imports, module_files
 
 #: (tree, layer, pattern): the first pattern a module name matches gives its layer; higher numbers sit higher
 LAYERS = [
@@ -71,7 +71,7 @@ def test_no_import_runs_up():
 
 def test_the_checker_sees_a_circle_and_an_upward_import(tmp_path):
     """The reader itself: a planted circle (one import inside a function) and an upward import are found."""
-    from tests.import_graph import imports as read
+    from tests.helpers.import_graph import imports as read
 
     (tmp_path / "zoo" / "parts").mkdir(parents=True)
     (tmp_path / "training").mkdir()

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py: one Lightning DDP training step on 2 CPU processes (gloo).
+"""Run by tests/training/pretrain/test_distributed.py: one Lightning DDP training step on 2 CPU processes (gloo).
 
     python tests/scripts/ddp_step.py OUT_DIR DATA_DIR MODEL_JSON
 

@@ -1,4 +1,4 @@
-"""Fault injectors for tests/test_resume.py, used as Lightning callbacks from a run's YAML config."""
+"""Fault injectors for tests/training/pretrain/test_resume.py, used as Lightning callbacks from a run's YAML config."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode.py: one "node" of a 2-node x 1-process Lightning DDP run on the loopback interface.
+"""Run by tests/training/pretrain/test_multinode.py: one "node" of a 2-node x 1-process Lightning DDP run on the loopback interface.
 
     MASTER_ADDR=127.0.0.1 MASTER_PORT=P NODE_RANK=r WORLD_SIZE=2 python tests/scripts/two_node_step.py OUT DATA
 

@@ -9,8 +9,9 @@ The rule, decided once here so that every stage behaves the same:
 - stderr is a terminal, or ``ZOO_PROGRESS=1`` is set (a log one wants to watch): ``live``: a line when a stage
   starts, then a line whenever the next one would otherwise come more than ``every`` seconds (10) after the last,
   then the stage's final line.
-- otherwise (pytest, CI logs, ``2> file``): ``final``: only the one-line summary of each stage, so logs stay
-  readable.
+- otherwise (pytest, CI logs, ``2> file``): nothing, as under ``quiet``: a log gets the command's results, not
+  its progress (``ZOO_PROGRESS=1`` brings the live lines to a log; ``final``, one summary line per stage, can be
+  asked for with :func:`reporting` ``(mode="final")``).
 
 Lines are predicted, not late: a line is printed when waiting for the next update would pass the ``every``
 deadline (the average time between updates tells when that is), so a steady loop prints at least every ``every``
@@ -67,7 +68,7 @@ class Reporting:
             return OFF
         stream = self.stream or sys.stderr
         isatty = getattr(stream, "isatty", None)
-        return LIVE if _env_flag("ZOO_PROGRESS") or (isatty is not None and isatty()) else FINAL
+        return LIVE if _env_flag("ZOO_PROGRESS") or (isatty is not None and isatty()) else OFF
 
 
 _CURRENT: contextvars.ContextVar[Optional[Reporting]] = contextvars.ContextVar("zoo_loop_reporting", default=None)

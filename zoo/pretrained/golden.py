@@ -3,7 +3,7 @@
 ``golden.safetensors`` in a shipped folder (``zoo/_weights/NAME/``) holds ``images``, a fixed uint8 batch
 (``GOLDEN_BATCH`` images of the raw Fashion-MNIST size, drawn once from ``GOLDEN_SEED`` and stored, so the check
 does not depend on any random number generator), and ``features``, what ``load_encoder(NAME)`` computes for them
-after ``eval_transform(NAME)``, in float32 on the CPU. ``tests/test_golden.py`` recomputes them and compares at
+after ``eval_transform(NAME)``, in float32 on the CPU. ``tests/zoo/pretrained/test_golden.py`` recomputes them and compares at
 ``ATOL``/``RTOL``, so any change to what a shipped encoder computes (its code, its weights, its preprocessing)
 is caught. Write them with ``python -m zoo.pretrained.golden`` (all shipped entries) after shipping weights.
 """
