@@ -201,7 +201,8 @@ def test_jobs_into_a_closed_pipe_exits_quietly(tmp_path, fmnist_dir):
 
 
 def test_one_real_tiny_cell_end_to_end(tmp_path, fmnist_dir):
-    grid = write_grid(tmp_path, fmnist_dir, axes={"loss": [{"tanh_clip": None}]}, seeds=(0,))
+    grid = write_grid(tmp_path, fmnist_dir, axes={"loss": [{"tanh_clip": None}]}, seeds=(0,),
+                      settings={"trainer.precision": "32-true"})
     base = load_grid(grid).cells[0]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-m", "training", "explore", grid, "--out", str(tmp_path / "out"), "--runs",
@@ -212,6 +213,7 @@ def test_one_real_tiny_cell_end_to_end(tmp_path, fmnist_dir):
     assert record["status"] == "done", record.get("error")
     assert record["global_step"] == 2 and (record["n_bank"], record["n_test"], record["n_fit"]) == (64, 32, 58)
     assert 0.0 <= record["knn"] <= 1.0 and 0.0 <= record["linear"] <= 1.0
+    assert (record["precision"], record["channels_last"]) == ("32-true", True)  # what the fit resolved, recorded
     assert record["fit_command"] == cell_module.command(cell_module.fit_args(load_grid(grid), base,
                                                                              tmp_path / "runs" / base.id))
     assert (tmp_path / "runs" / base.id / "export" / "model.safetensors").is_file()
