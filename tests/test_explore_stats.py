@@ -9,11 +9,11 @@ import math
 
 import pytest
 
+from tests.test_explore import axis_tables, explore, write_grid
 from training.cli import main
 from training.explore import cell as cell_module
 from training.explore.grid import load_grid
 from training.explore.stats import Comparison, paired, t_quantile
-from tests.test_explore import axis_tables, explore, write_grid
 
 #: (level, df, t) from the standard two-sided table of Student's t
 TABLE = [(0.95, 1, 12.7062), (0.95, 2, 4.3027), (0.95, 3, 3.1824), (0.95, 4, 2.7764), (0.95, 5, 2.5706),
