@@ -11,5 +11,7 @@ evaluation (``training.downstream.frozen.frozen_evaluation``).
 - ``cell``: run one cell (the fit command in a subprocess, export, evaluation) and write its result atomically;
 - ``evaluation``: the frozen evaluation on an optional fixed subset of the bank and test splits;
 - ``report``: CSV, Markdown and one plot per axis from the cells' results;
+- ``stats``: the verdict rule, a paired t-interval over seeds (and the t quantile it needs);
+- ``claims``: the paper-claims table of ``docs/explore.md``, generated from the paper grid's committed cells;
 - ``runner``: the command line (progress and ETA, resume, ``--jobs``, ``--collect``, ``--cell``).
 """

@@ -58,7 +58,7 @@ def fit_args(grid: Grid, cell: Cell, run_dir: Path) -> List[str]:
         minutes, seconds = divmod(grid.budget["seconds"], 60)
         hours, minutes = divmod(minutes, 60)
         args += ["--trainer.max_time", f"00:{hours:02d}:{minutes:02d}:{seconds:02d}", "--trainer.max_epochs", "100000"]
-    for key, value in grid.fit.items():
+    for key, value in {**grid.fit, **grid.settings}.items():
         args += [f"--{key}", option(value)]
     args += ["--trainer.default_root_dir", str(run_dir), "--trainer.callbacks", json.dumps(CHECKPOINT)]
     return args

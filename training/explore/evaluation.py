@@ -75,7 +75,9 @@ def evaluate_export(folder: str, data: Dict[str, Any], fit: Dict[str, Any], sett
         raise ZooError(f"the evaluation splits are too small ({len(splits.bank)} bank, {len(splits.test)} test)")
     scores = frozen_evaluation(frozen_features(encoder, zoo.eval_transform(encoder)), splits, ("knn", "linear"),
                                seed=settings["seed"])
-    return {"knn": scores["knn"]["top1"], "linear": scores["linear"]["top1"], "knn_val": scores["knn"]["val_top1"],
+    ran = encoder.zoo_config["training"].get("settings") or {}  # what the fit resolved (training.pretrain.hardware)
+    return {"precision": ran.get("precision"), "channels_last": ran.get("channels_last"),
+            "knn": scores["knn"]["top1"], "linear": scores["linear"]["top1"], "knn_val": scores["knn"]["val_top1"],
             "linear_val": scores["linear"]["val_top1"], "linear_weight_decay": scores["linear"]["weight_decay"],
             "dims": scores["dims"], "n_bank": len(splits.bank), "n_fit": scores["n_fit"], "n_val": scores["n_val"],
             "n_test": scores["n_test"], "global_step": encoder.zoo_config["training"].get("global_step"),

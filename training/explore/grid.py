@@ -5,6 +5,7 @@
     method: yadim                                       # optional; default: the recipe's model.method
     base: {encoder: {ndf: 16}}                          # optional part overrides on top of the recipe
     fit: {data.init_args.root: /data/fmnist}            # optional extra ``fit`` options (--key value)
+    settings: {trainer.precision: 32-true}              # optional: pin a hardware-dependent setting (see below)
     budget: {steps: 200}                                # or {seconds: 90}: per cell
     seeds: [0, 1]
     evaluation: {bank: 10000, test: 5000, seed: 0}      # optional subsets (null: the whole split)
@@ -19,6 +20,12 @@ merge into the base's part; a different ``name`` replaces the part, and then onl
 ``carry`` (image size, normalisation, input channels) comes along from the base's part, where the new part takes
 it. ``label`` names the alternative in tables. Falcon & Cho (arXiv:2009.00104) vary one characteristic at a time
 around YADIM; that is the default design, with every axis varied around the base.
+
+``settings`` pins what the recipes leave to the machine (``trainer.precision``, ``model.channels_last``: ``auto``
+resolves them from the hardware, ``training.pretrain.hardware``). Like the machine, they are outside a cell's id:
+under ``auto`` the machine chose them anyway, so pinning the value earlier cells resolved to keeps those cells
+valid, and new seeds run on another CPU the way the old ones ran. Every cell records the precision it ran in and
+the report lists the precisions and machines beside the tables, so a grid that mixes them says so.
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ from zoo.spec import CHARACTERISTICS
 
 REPO = Path(__file__).resolve().parents[2]
 DESIGNS = ("one_at_a_time", "factorial")
-KEYS = ("name", "recipe", "method", "base", "fit", "budget", "seeds", "evaluation", "design", "carry", "axes")
+KEYS = ("name", "recipe", "method", "base", "fit", "settings", "budget", "seeds", "evaluation", "design", "carry",
+        "axes")
+#: the fit options ``settings`` may pin: chosen by the hardware under ``auto``, so outside a cell's id
+SETTINGS = ("trainer.precision", "model.channels_last")
 DEFAULT_CARRY = {"augment": ("size", "mean", "std", "channels"), "encoder": ("in_channels", "image_size")}
 Model = Dict[str, Optional[Dict[str, Any]]]
 
@@ -81,6 +91,7 @@ class Grid:
     seeds: List[int]
     evaluation: Dict[str, Optional[int]]
     fit: Dict[str, Any]
+    settings: Dict[str, Any]
     design: str
     carry: Dict[str, Tuple[str, ...]]
     recipe_model: Model
@@ -192,6 +203,9 @@ def load_grid(path: str, factorial: Optional[bool] = None) -> Grid:
     fit = data.get("fit") or {}
     if not isinstance(fit, dict):
         raise _fail(gname, "fit", "a mapping of fit options (e.g. data.init_args.root: DIR)")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict) or sorted(set(settings) - set(SETTINGS)):
+        raise _fail(gname, "settings", f"pins only {list(SETTINGS)} (other fit options go in fit:), got {settings!r}")
     carry = {c: tuple(v) for c, v in {**DEFAULT_CARRY, **(data.get("carry") or {})}.items()}
     recipe_model: Model = {c: model.get(c) for c in CHARACTERISTICS}
     base: Model = dict(recipe_model)
@@ -200,7 +214,8 @@ def load_grid(path: str, factorial: Optional[bool] = None) -> Grid:
             raise _fail(gname, f"base.{c}", f"base overrides are part mappings keyed by {list(CHARACTERISTICS)}")
         base[c] = _merge(gname, f"base.{c}", base[c], change, method, c, carry)
     grid = Grid(name=str(data.get("name") or grid_path.stem), path=path, recipe=recipe, recipe_data=recipe_data,
-                method=method, budget=budget, seeds=seeds, evaluation=evaluation, fit=fit, design=design,
+                method=method, budget=budget, seeds=seeds, evaluation=evaluation, fit=fit, settings=settings,
+                design=design,
                 carry=carry, recipe_model=recipe_model, base=base)
     axes = data["axes"]
     if not isinstance(axes, dict) or not axes:

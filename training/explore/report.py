@@ -1,11 +1,11 @@
 """The grid's results a reader can check: a CSV of every cell, and per axis a Markdown table and a plot.
 
 Per alternative: the mean, standard deviation and range (min-max) over seeds of kNN and linear-probe top-1, and
-the difference of means to the base. A difference is called measurable only when it is larger than the seed
-range of the base and of the alternative (the larger of the two); otherwise the table says "no measurable
-difference". With one seed there is no spread to compare against, and the table says so. Under the one-at-a-time
-design an alternative's row is its own configuration; under the factorial design it is the marginal over every
-configuration holding that alternative.
+the difference to the base with its 95% interval and verdict, from the paired t-interval over seeds of
+``training.explore.stats`` (the rule is printed above the tables). With one seed there is no interval, and the
+table says so. Under the one-at-a-time design an alternative's row is its own configuration; under the factorial
+design it is the marginal over every configuration holding that alternative, paired with the base on the same
+seed and the same choices on the other axes.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import io
 import os
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from training.explore.cell import read_result
 from training.explore.grid import Config, Grid
+from training.explore.stats import LEVEL, RULE, Comparison, paired
 from zoo.atomic import atomic_write_text, temp_file_beside
 from zoo.methods import resolve_method
 from zoo.spec import CHARACTERISTIC_TITLES, CHARACTERISTICS, Part
 
 METRICS = (("knn", "kNN"), ("linear", "linear"))
-NO_DIFFERENCE = "no measurable difference"
 CSV_FIELDS = ("cell", "config", "label", "seed", "status", "knn", "linear", "knn_val", "linear_val", "global_step",
               "n_bank", "n_test", "fit_seconds", "eval_seconds", "seconds", "error", "fit_command")
 
@@ -48,14 +48,14 @@ def members(grid: Grid, axis: str, index: int) -> List[Config]:
     return out
 
 
-def verdict(base: Optional[Dict[str, float]], alt: Optional[Dict[str, float]]) -> str:
-    if base is None or alt is None:
-        return "n/a"
-    delta = alt["mean"] - base["mean"]
-    if base["n"] < 2 or alt["n"] < 2:
-        return f"{delta:+.4f} (one seed: spread unknown)"
-    spread = max(base["max"] - base["min"], alt["max"] - alt["min"])
-    return f"{delta:+.4f}" + ("" if abs(delta) > spread else f" ({NO_DIFFERENCE})")
+def comparison(base: Dict[Tuple, float], alt: Dict[Tuple, float]) -> Optional[Comparison]:
+    """The paired comparison of two rows' values keyed by (other axes' choices, seed); None without a pair."""
+    return paired([alt[key] - base[key] for key in alt if key in base])
+
+
+def pair_key(axis: str, record: Dict[str, Any]) -> Tuple:
+    """What pairs a cell with the base's: its seed and its choices on every axis but ``axis``."""
+    return (record["seed"], *sorted((a, i) for a, i in record["choices"].items() if a != axis))
 
 
 def base_mark(row: Dict[str, Any], sep: str) -> str:
@@ -73,10 +73,12 @@ def axis_rows(grid: Grid, axis: str, results: Dict[str, Dict[str, Any]]) -> List
         rows.append({"label": label, "base": index == 0, "part": part,
                      "failed": [r["error"] for r in cells if r.get("status") == "failed"],
                      **{m: summary([float(r[m]) for r in done]) for m, _ in METRICS},
-                     "values": {m: [float(r[m]) for r in done] for m, _ in METRICS}})
+                     "values": {m: [float(r[m]) for r in done] for m, _ in METRICS},
+                     "paired": {m: {pair_key(axis, r): float(r[m]) for r in done} for m, _ in METRICS}})
     for row in rows:
         for m, _ in METRICS:
-            row[f"delta_{m}"] = "—" if row["base"] else verdict(rows[0][m], row[m])
+            row[f"compare_{m}"] = None if row["base"] else comparison(rows[0]["paired"][m], row["paired"][m])
+            row[f"delta_{m}"] = "—" if row["base"] else (c.text() if (c := row[f"compare_{m}"]) else "n/a")
     return rows
 
 
@@ -94,8 +96,9 @@ def cell_text(s: Optional[Dict[str, float]]) -> str:
 
 
 def axis_table(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| alternative | part | seeds | kNN mean ± std [min–max] | Δ kNN vs base | linear mean ± std [min–max] "
-             "| Δ linear vs base |", "|---|---|---:|---|---|---|---|"]
+    ci = f"Δ {{}} vs base [{LEVEL:.0%} interval]: verdict"
+    lines = [f"| alternative | part | seeds | kNN mean ± std [min–max] | {ci.format('kNN')} | linear mean ± std "
+             f"[min–max] | {ci.format('linear')} |", "|---|---|---:|---|---|---|---|"]
     for r in rows:
         name = f"**{r['label']}{base_mark(r, ' ')}**" if r["base"] else r["label"]
         n = (r["knn"] or {}).get("n", 0)
@@ -155,18 +158,27 @@ def eval_text(grid: Grid, results: Dict[str, Dict[str, Any]]) -> str:
             f"training images, {test} test images ({subsets}; the same for every cell)")
 
 
+def provenance(results: Dict[str, Dict[str, Any]]) -> str:
+    """Where and in which precision the cells ran, with counts: a grid whose cells mix machines says so."""
+    counts: Dict[Tuple[str, str], int] = {}
+    for r in results.values():
+        key = (str(r.get("machine") or "not recorded"), str(r.get("precision") or "not recorded"))
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{machine}, precision {precision} ({n} cells)" for (machine, precision), n
+                     in sorted(counts.items())) or "n/a"
+
+
 def markdown(grid: Grid, results: Dict[str, Dict[str, Any]], missing: List[str]) -> str:
     failed = sum(r.get("status") == "failed" for r in results.values())
-    machines = sorted({str(r.get("machine")) for r in results.values() if r.get("machine")})
     lines = [f"# explore: {grid.name}", "",
              f"Grid `{grid.path}`: base = recipe `{grid.recipe}`" + (f", method `{grid.method}`" if grid.method else "")
              + f"; design {grid.design.replace('_', '-')}; seeds {grid.seeds}; budget {budget_text(grid)} per cell.",
              f"Evaluation: {eval_text(grid, results)}.",
              f"Cells: {len(results) - failed} done, {failed} failed, {len(missing)} missing"
              + (f" ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})" if missing else "") + ".",
-             f"Machine: {'; '.join(machines) or 'n/a'}.", "",
-             "Mean ± std over seeds, [min–max]. Δ = the alternative's mean minus the base's. A Δ no larger than the "
-             f"seed range (max − min) of the base or of the alternative is marked \"{NO_DIFFERENCE}\"."
+             f"Machines: {provenance(results)}.", "",
+             "Mean ± std over seeds, [min–max]. Δ = the mean over seeds of the alternative's score minus the base's "
+             f"on the same seed. Verdict rule: {RULE} (`training/explore/stats.py`)."
              + (" Factorial design: each row is the marginal over every configuration holding that alternative."
                 if grid.design == "factorial" else ""), ""]
     for axis in grid.axes:

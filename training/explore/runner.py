@@ -66,6 +66,16 @@ def cell_command(args: argparse.Namespace, cell_id: str) -> str:
     return shlex.join(words + ["--cell", cell_id])
 
 
+def already_done(args: argparse.Namespace, grid: Grid, out: Path) -> str:
+    """What a finished grid says instead of running: the results it keeps and the command that runs it afresh
+    (committed results count as finished cells, so the plain command never repeats a measurement)."""
+    fresh = Path("results") / f"explore_{grid.name}_rerun"
+    words = ["python", "-m", "training", "explore", args.grid, *(["--factorial"] if args.factorial else []),
+             "--out", str(fresh), "--runs", str(fresh / "runs")]
+    return (f"every cell already has a result in {out}, so nothing runs and the report is rewritten from them; "
+            f"to measure the grid again: {shlex.join(words)}")
+
+
 def outcome(record: Dict[str, Any]) -> str:
     if record["status"] != "done":
         return f"failed: {record['error']}"
@@ -132,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
     print(f"explore {grid.name}: {configs} configurations x {len(grid.seeds)} seeds = {len(grid.cells)} cells "
           f"({grid.design.replace('_', '-')}); {done} done, {len(todo)} to run; "
-          f"results in {out}", flush=True)
+          + (f"results in {out}" if todo else already_done(args, grid, out)), flush=True)
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         run_grid(grid, todo, out, runs, done, args)
