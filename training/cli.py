@@ -19,6 +19,7 @@ from zoo.errors import ZooError
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "check-recipe": ("training.plan.check_recipe", "check_recipe_command"),
     "plan": ("training.plan.command", "plan_command"),
+    "explore": ("training.explore.runner", "explore"),
     "export": ("training.release.export", "export_checkpoint"),
     "publish": ("training.release.publish", "publish"),
     "evaluate": ("training.evaluate_command", "evaluate"),
@@ -37,10 +38,6 @@ def command(name: str) -> Callable[..., Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "explore":
-        from training.explore.runner import main as explore
-
-        return guarded(lambda: explore(argv[1:]))
     if argv and argv[0] in COMMANDS:
         return guarded(lambda: run_commands({argv[0]: command(argv[0])}, argv))
     return guarded(lambda: fit(argv))

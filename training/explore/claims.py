@@ -7,7 +7,7 @@ tables as the grid's report (``training.explore.report.axis_rows``), puts each o
 table is typed by hand: every difference is the paired mean over seeds with its 95% t-interval
 (``training.explore.stats``), every verdict follows from those intervals by the rule written beside it, and the
 step-cost ratio is computed from the cells' ``fit_seconds``. Re-running cells (more seeds, another machine) and
-regenerating changes the table with them; ``tests/test_explore_claims.py`` fails when the two disagree.
+regenerating changes the table with them; ``tests/training/explore/test_claims.py`` fails when the two disagree.
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ whatever results exist.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 from training.explore import cell as cells
@@ -27,24 +27,7 @@ from training.pretrain.progress import duration
 from zoo.errors import ZooError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training explore",
-                                description="Vary one characteristic at a time around a base method; fit and "
-                                            "evaluate every cell; tables and plots per axis.")
-    p.add_argument("grid", help="a grid YAML, e.g. training/grids/paper_fmnist.yaml")
-    p.add_argument("--factorial", action="store_true", help="every combination of the axes' alternatives")
-    p.add_argument("--out", help="results folder (default bench/results/explore_<grid name>)")
-    p.add_argument("--runs", help="training folders (default runs/explore/<grid name>)")
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--jobs", action="store_true", help="print one command per cell still to run, run nothing")
-    what.add_argument("--collect", action="store_true", help="write the report from the results there are")
-    what.add_argument("--cell", help="run this one cell (an id from --jobs or the report)")
-    what.add_argument("--check", action="store_true", help="validate the grid and list its cells, run nothing")
-    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
-    return p
-
-
-def folders(grid: Grid, args: argparse.Namespace):
+def folders(grid: Grid, args: SimpleNamespace):
     out = Path(args.out) if args.out else Path("bench") / "results" / f"explore_{grid.name}"
     runs = Path(args.runs) if args.runs else Path("runs") / "explore" / grid.name
     return out, runs
@@ -59,14 +42,14 @@ def pending(grid: Grid, out: Path, retry_failed: bool) -> List[Cell]:
     return todo
 
 
-def cell_command(args: argparse.Namespace, cell_id: str) -> str:
+def cell_command(args: SimpleNamespace, cell_id: str) -> str:
     words = ["python", "-m", "training", "explore", args.grid]
     words += ["--factorial"] if args.factorial else []
     words += [w for flag in ("out", "runs") if getattr(args, flag) for w in (f"--{flag}", getattr(args, flag))]
     return shlex.join(words + ["--cell", cell_id])
 
 
-def already_done(args: argparse.Namespace, grid: Grid, out: Path) -> str:
+def already_done(args: SimpleNamespace, grid: Grid, out: Path) -> str:
     """What a finished grid says instead of running: the results it keeps and the command that runs it afresh
     (committed results count as finished cells, so the plain command never repeats a measurement)."""
     fresh = Path("results") / f"explore_{grid.name}_rerun"
@@ -82,7 +65,7 @@ def outcome(record: Dict[str, Any]) -> str:
     return f"kNN {record['knn']:.4f}, linear {record['linear']:.4f}"
 
 
-def run_grid(grid: Grid, todo: List[Cell], out: Path, runs: Path, done: int, args: argparse.Namespace) -> None:
+def run_grid(grid: Grid, todo: List[Cell], out: Path, runs: Path, done: int, args: SimpleNamespace) -> None:
     """Run ``todo`` in order; ``done`` cells of the grid already have results (for the progress count)."""
     total = len(grid.cells)
     recorded = [r["seconds"] for c in grid.cells if (r := cells.read_result(out, c)) and "seconds" in r]
@@ -107,8 +90,28 @@ def stop_on_sigterm(signum, frame) -> None:
                       128 + signal.SIGTERM)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
+def explore(grid: str, *, factorial: bool = False, out: Optional[str] = None, runs: Optional[str] = None,
+            jobs: bool = False, collect: bool = False, cell: Optional[str] = None, check: bool = False,
+            retry_failed: bool = False) -> int:
+    """Vary one characteristic at a time around a base method; fit and evaluate every cell; tables and plots per axis.
+
+    Args:
+        grid: a grid YAML, e.g. training/grids/paper_fmnist.yaml.
+        factorial: every combination of the axes' alternatives.
+        out: results folder (default bench/results/explore_<grid name>).
+        runs: training folders (default runs/explore/<grid name>).
+        jobs: print one command per cell still to run, run nothing.
+        collect: write the report from the results there are.
+        cell: run this one cell (an id from --jobs or the report).
+        check: validate the grid and list its cells, run nothing.
+        retry_failed: run failed cells again.
+    """
+    chosen = [name for name, value in (("--jobs", jobs), ("--collect", collect), ("--cell", cell),
+                                       ("--check", check)) if value]
+    if len(chosen) > 1:
+        raise ZooError(f"{' and '.join(chosen)} do not go together: give one of --jobs, --collect, --cell, --check")
+    args = SimpleNamespace(grid=grid, factorial=factorial, out=out, runs=runs, jobs=jobs, collect=collect,
+                           cell=cell, check=check, retry_failed=retry_failed)
     grid = load_grid(args.grid, factorial=args.factorial or None)
     out, runs = folders(grid, args)
     if args.collect:

@@ -79,7 +79,7 @@ def test_one_at_a_time_grid_writes_tables_plots_and_csv(tmp_path, fmnist_dir, fa
     assert "| **base** | `dot(scale_by_sqrt_dim=True)` | 2 | 0.7050 ± 0.0071 [0.7000–0.7100] | — | 0.8050 ± 0.0071 [0.8000–0.8100] | — |" \
         in readme
     # every seed adds the same 0.01 to every configuration: the paired differences do not vary, the intervals are
-    # points and any difference is measurable (tests/test_explore_stats.py has seeds that disagree)
+    # points and any difference is measurable (tests/training/explore/test_stats.py has seeds that disagree)
     assert "| cosine | `cosine(temperature=0.1)` | 2 | 0.7550 ± 0.0071 [0.7500–0.7600] | +0.0500 [+0.0500, +0.0500]: " \
            "higher at 95% | 0.8100 ± 0.0071 [0.8050–0.8150] | +0.0050 [+0.0050, +0.0050]: higher at 95% |" in readme
     assert "| plain | `nce(score_penalty=0.0, tanh_clip=None)` | 2 | 0.7070 ± 0.0071 [0.7020–0.7120] | +0.0020 [+0.0020, " \
