@@ -40,8 +40,9 @@ def cost_table(plans: List[Dict[str, Any]], command: str) -> str:
         + (f", {first['price_per_hour']} per GPU-hour" if first["price_per_hour"] is not None else "") + ".",
         "",
         f"FLOPs: {first['flops']}. Activation memory: {first['activation_memory']}: the slope of the count "
-        "between two batch sizes. Max batch: (GPU memory - reserve - weights, gradients, DDP buckets and "
-        "optimizer state) / activation memory per image. Loader cores: images/s per GPU / JPEG decode+resize "
+        "between two batch sizes, per image plus what a step holds whatever its batch. Max batch: (GPU memory - "
+        "reserve - weights, gradients, DDP buckets and optimizer state - activation memory per step) / activation "
+        "memory per image. Loader cores: images/s per GPU / JPEG decode+resize "
         "images/s per CPU core (bench/results/jpeg_decode.json); in-memory datasets need none. Where that is "
         "more than the cores a node gives each GPU (8-16 on common 8-GPU nodes), the GPU starves at the assumed "
         "MFU: the ImageNet recipes then need ImageFolderDataModule's decode: device (workers read the files, the "

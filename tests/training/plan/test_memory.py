@@ -48,3 +48,21 @@ def test_the_need_of_a_recipe_adds_up_from_its_module():
     assert need.saved_activations > 0 and need.backward == int(BACKWARD_FACTOR * need.saved_activations)
     assert need.base == BASE
     assert need.total == sum(v for k, v in need.to_dict().items() if k not in ("parameters", "total"))
+
+
+def test_plan_repeats_its_activation_memory_and_agrees_with_check_recipes_count():
+    """One memory model: three plans give the same figure (it is counted, not measured), and the plan's line in
+    the batch gives, at check-recipe's batch, the activations check-recipe counts (to 10%; here exactly)."""
+    from training.plan.command import plan
+    from training.plan.recipe import load_recipe, smallest_batch
+
+    recipe = "training/recipes/moco_v2/cifar10.yaml"  # a queue: memory a step holds whatever its batch
+    figures = [plan(recipe)["activation_memory"] for _ in range(3)]
+    per_image = [f["bytes_per_image"] for f in figures]
+    assert max(per_image) - min(per_image) <= 0.02 * min(per_image)
+    need = memory_need(recipe)
+    batch = smallest_batch(load_recipe(recipe, dataset_images=1).module)
+    line = figures[0]["bytes_per_image"] * batch + figures[0]["bytes_per_step"]
+    counted = need.saved_activations + need.backward
+    assert figures[0]["batches"][0] == batch and abs(line - counted) <= 0.10 * counted
+    assert figures[0]["bytes_per_step"] > 0  # the queue's logits do not grow with the batch
