@@ -29,7 +29,7 @@ demo: install data
 
 test: install
 	$(VENV)/bin/ruff check
-	$(VENV)/bin/mypy zoo
+	$(VENV)/bin/mypy
 	tests/installed_wheel.sh $(PY)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10
 

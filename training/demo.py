@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional, TypedDict
 
 import torch
 
@@ -68,7 +68,17 @@ def preset(hw: hardware.Hardware, accelerator: Optional[str] = hardware.AUTO) ->
             "bf16, so it trains in fp32")
 
 
-def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[str, object]:
+class Row(TypedDict):
+    """One representation's line of the demo's table and of results.json."""
+
+    representation: str
+    dims: int
+    knn: float
+    linear: float
+    eval_seconds: float
+
+
+def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Row:
     start = time.perf_counter()
     with reporting(prefix=f"[5/5] {name}: "):
         scores = frozen_evaluation(encode, dm)
@@ -76,7 +86,7 @@ def evaluate(name: str, encode: Callable, dm: FashionMNISTDataModule) -> Dict[st
             "linear": scores["linear"]["top1"], "eval_seconds": time.perf_counter() - start}
 
 
-def table(rows: List[Dict[str, object]]) -> str:
+def table(rows: List[Row]) -> str:
     lines = ["| representation | dims | kNN acc | linear acc |", "|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['representation']} | {r['dims']} | {r['knn']:.4f} | {r['linear']:.4f} |")

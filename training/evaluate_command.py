@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-import torch
 from torch import Tensor
 
 import zoo
@@ -46,7 +45,7 @@ def protocol_result(encode: Callable[[Tensor], Tensor], datamodule, protocol: st
     return result
 
 
-def run_protocol(encoder: torch.nn.Module, datamodule, protocol: str, *, k: int = 200, temperature: float = 0.1,
+def run_protocol(encoder: zoo.Encoder, datamodule, protocol: str, *, k: int = 200, temperature: float = 0.1,
                  val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3,
                  encoder_lr: float = 1e-4, train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
     """Test accuracy of ``encoder`` on ``datamodule`` with one protocol, through one of the two evaluations."""
@@ -125,8 +124,9 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
         check_record_target(record, maintainer)  # before the work: a refused target costs nothing
     model = zoo.load_encoder(encoder, registry=registry)
     dm = datamodule_for(data, root, download, model, seed, skip_unreadable)
-    options = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
-    tuning = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size)
+    options: Dict[str, Any] = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
+    tuning: Dict[str, Any] = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
+                                  batch_size=batch_size)
     result = run_protocol(model, dm, protocol, **options, **tuning)
     embedding, labels = result.pop("embedding", None), result.pop("embedding_labels", None)
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
@@ -148,7 +148,7 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     return result
 
 
-def baseline_rows(spec: str, registry: Optional[str], model: torch.nn.Module, dm, protocol: str,
+def baseline_rows(spec: str, registry: Optional[str], model: zoo.Encoder, dm, protocol: str,
                   result: Dict[str, Any], options: Dict[str, Any], tuning: Dict[str, Any]) -> list:
     """The evaluated encoder's row beside the random-init encoder's and raw pixels' (same protocol; raw pixels
     get the linear probe when the protocol is finetune: there is no encoder to tune), printed as a table."""
@@ -178,7 +178,7 @@ def write_outputs(out: Path, result: Dict[str, Any], embedding: Optional[Tensor]
         result["embedding_png"] = str(out.with_suffix(".png"))
     try:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-        if embedding is not None:
+        if embedding is not None and labels is not None:  # popped together from the protocol's result
             plot_embedding(embedding, labels, out.with_suffix(".png"), title)
     except OSError as err:
         raise ZooError(f"cannot write the results to {out}: {err}") from None

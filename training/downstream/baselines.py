@@ -18,7 +18,7 @@ RAW_PIXELS = "raw pixels (normalised, flattened)"
 RANDOM_INIT = "random-init encoder (same architecture)"
 
 
-def random_init_encoder(spec: str, registry: Optional[str] = None, seed: int = 0) -> torch.nn.Module:
+def random_init_encoder(spec: str, registry: Optional[str] = None, seed: int = 0) -> zoo.Encoder:
     """``zoo.load_encoder(spec, pretrained=False)`` with weights drawn from ``seed`` alone (the global RNG is
     forked, so callers' random streams are left as they were)."""
     with torch.random.fork_rng():
@@ -26,7 +26,7 @@ def random_init_encoder(spec: str, registry: Optional[str] = None, seed: int = 0
         return zoo.load_encoder(spec, pretrained=False, registry=registry)
 
 
-def raw_pixels(encoder: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+def raw_pixels(encoder: zoo.Encoder) -> Callable[[Tensor], Tensor]:
     """``images -> normalised, flattened pixels``, with the encoder's per-channel mean/std when the channel
     counts agree, else its first channel's statistics for every channel."""
     config = encoder.zoo_config["input"]

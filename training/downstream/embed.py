@@ -119,6 +119,16 @@ class _Progress:
         print(text, file=self.stream, flush=True)
 
 
+def carried_config(model: torch.nn.Module) -> Dict[str, Any]:
+    """The config an encoder from ``zoo.load_encoder`` carries (``zoo_config``; any module may carry one, e.g. a
+    wrapper around such an encoder), or one line: the eval transform and the fingerprint are built from it."""
+    config = getattr(model, "zoo_config", None)
+    if not isinstance(config, dict):
+        raise ZooError("embed needs an encoder from zoo.load_encoder (it carries the config its eval transform "
+                       "is built from)")
+    return config
+
+
 def embed_folder(folder: Union[str, Path], encoder: Union[str, torch.nn.Module], out: Union[str, Path], *,
                  batch_size: int = 64, chunk_size: int = 1024, skip_unreadable: bool = False,
                  precision: Optional[str] = "auto", channels_last: Union[bool, str, None] = "auto",
@@ -141,15 +151,13 @@ def embed_folder(folder: Union[str, Path], encoder: Union[str, torch.nn.Module],
     if batch_size < 1 or chunk_size < 1:
         raise ZooError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
     model = zoo.load_encoder(encoder, registry=registry) if isinstance(encoder, (str, Path)) else encoder
-    if not isinstance(getattr(model, "zoo_config", None), dict):
-        raise ZooError("embed needs an encoder from zoo.load_encoder (it carries the config its eval transform "
-                       "is built from)")
+    config = carried_config(model)
     files = list_images(root)
     if not files:
         raise ZooError(f"{folder} holds no image files (.png, .jpg, .jpeg, .bmp, .tif, .webp, ... at any depth)")
     settings = resolve_settings(precision, channels_last, device)
     weights = weights_digest(model)
-    key = dict(settings, weights=weights, config=model.zoo_config, batch_size=batch_size,
+    key = dict(settings, weights=weights, config=config, batch_size=batch_size,
                chunk_size=chunk_size, skip_unreadable=skip_unreadable)
     progress = _Progress(len(files), stream, progress_every, quiet)
     store = ChunkStore(work_folder(out), fingerprint(root, files, key), progress.say)
@@ -210,7 +218,7 @@ def encode_chunks(model: torch.nn.Module, root: Path, files: List[str], store: C
         model = model.to(memory_format=torch.channels_last)
     dtype = AUTOCAST[settings["precision"]]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    channels = 1 if model.zoo_config["input"]["channels"] == 1 else 3
+    channels = 1 if carried_config(model)["input"]["channels"] == 1 else 3
     images = _Images(root, files, zoo.eval_transform(model), channels)
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=list)

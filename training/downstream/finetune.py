@@ -20,6 +20,7 @@ from torch import Tensor
 from training.downstream.frozen import labelled_loaders, split_indices, topk
 from training.pretrain.loop_progress import LoopProgress, loop_size, tracked
 from zoo.errors import ZooError
+from zoo.parts.encoders.base import Encoder
 
 
 def stages(encoder: torch.nn.Module, sample: Tensor) -> List[torch.nn.Module]:
@@ -65,7 +66,7 @@ class Classifier(torch.nn.Module):
         return self.head(self.encoder(self.preprocess(images)))
 
 
-def finetune(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], num_classes: int,
+def finetune(encoder: Encoder, preprocess: Callable[[Tensor], Tensor], num_classes: int,
              train: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], *, epochs: int = 1, batch_size: int = 256,
              lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1, weight_decay: float = 1e-4,
              seed: int = 0) -> Tuple[Classifier, Dict[str, object]]:
@@ -88,7 +89,8 @@ def finetune(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], n
     steps = epochs * max(1, len(x) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
-    best, history = None, []
+    history: List[Dict[str, object]] = []
+    best_acc, best_state = -1.0, {}  # set by the first epoch (epochs >= 1), then by each better one
     starts = range(0, len(x) - batch_size + 1 if len(x) >= batch_size else 1, batch_size)
     progress = LoopProgress("fine-tuning", epochs * len(starts))
     for epoch in range(epochs):
@@ -105,13 +107,13 @@ def finetune(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], n
             progress.update()
         val_acc = accuracy(model, val)
         history.append({"epoch": epoch + 1, "val_top1": val_acc, "last_loss": float(loss.detach())})
-        if best is None or val_acc > best[0]:
-            best = (val_acc, copy.deepcopy(model.state_dict()))
-    progress.finish(f"best val top-1 {best[0]:.4f}")
-    model.load_state_dict(best[1])
+        if epoch == 0 or val_acc > best_acc:
+            best_acc, best_state = val_acc, copy.deepcopy(model.state_dict())
+    progress.finish(f"best val top-1 {best_acc:.4f}")
+    model.load_state_dict(best_state)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.eval(), {"val_top1": best[0], "history": history, "trained_modules": len(trained)}
+    return model.eval(), {"val_top1": best_acc, "history": history, "trained_modules": len(trained)}
 
 
 def _set_train_mode(model: Classifier, trained: List[torch.nn.Module]) -> None:
@@ -143,7 +145,7 @@ def load_images(loader, what: str = "loading images") -> Tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels).long()
 
 
-def finetune_evaluation(encoder: torch.nn.Module, preprocess: Callable[[Tensor], Tensor], datamodule, *,
+def finetune_evaluation(encoder: Encoder, preprocess: Callable[[Tensor], Tensor], datamodule, *,
                         epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4, train_last: int = -1,
                         batch_size: int = 256, val_fraction: float = 0.1, seed: int = 0) -> Dict[str, Any]:
     """Fine-tune ``encoder`` (with ``preprocess``, its eval transform) and a linear head on the datamodule's

@@ -10,7 +10,7 @@ bank of labelled training features, the k nearest vote for their class with weig
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -145,9 +145,17 @@ def split_indices(n: int, val_fraction: float, seed: int) -> Tuple[Tensor, Tenso
     return perm[n_val:], perm[:n_val]
 
 
+class LinearProbe(TypedDict):
+    """What ``fit_linear_probe`` returns: the chosen probe and how it was chosen."""
+
+    predict: Callable[[Tensor], Tensor]  # features -> logits, standardised as the probe was fitted
+    val_acc: float
+    weight_decay: float
+
+
 def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num_classes: int,
                      weight_decays: Iterable[float] = (0.0, 1e-4, 1e-3), max_iter: int = 100,
-                     seed: int = 0) -> Dict[str, object]:
+                     seed: int = 0) -> LinearProbe:
     """Fit one logistic regression per weight decay on ``fit``, keep the best on ``val``.
 
     Features are standardised with the mean/std of all training features (fit and val: no labels involved).
@@ -158,7 +166,8 @@ def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num
     both = torch.cat([fit[0], val[0]])
     mean, std = both.mean(0), both.std(0).clamp_min(1e-6)
     x_fit, x_val = (fit[0] - mean) / std, (val[0] - mean) / std
-    best, decays, evals = None, list(weight_decays), max_iter * 5 // 4  # L-BFGS's default max_eval per fit
+    decays, evals = list(weight_decays), max_iter * 5 // 4  # L-BFGS's default max_eval per fit
+    best: Optional[Tuple[float, float, torch.nn.Linear]] = None
     progress = LoopProgress("linear probe, L-BFGS loss evaluations (at most)", len(decays) * evals, "evals")
     for i, wd in enumerate(decays):
         progress.detail = f"weight decay {wd:g} ({i + 1}/{len(decays)})"
@@ -168,6 +177,8 @@ def fit_linear_probe(fit: Tuple[Tensor, Tensor], val: Tuple[Tensor, Tensor], num
             val_acc = (model(x_val).argmax(1) == val[1]).float().mean().item()
         if best is None or val_acc > best[0]:
             best = (val_acc, wd, model)
+    if best is None:
+        raise ZooError("a linear probe needs at least one weight decay to try")
     val_acc, wd, model = best
     progress.finish(f"weight decay {wd:g} chosen (val top-1 {val_acc:.4f})")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytorch_lightning as pl
 import torch
 
+from training.downstream.callback_inputs import eval_encoding, fit_datamodule
 from training.downstream.frozen import extract_features, knn_accuracy
 
 
@@ -20,12 +23,12 @@ class OnlineKNN(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
-        dm = trainer.datamodule
+        dm, encode = fit_datamodule(trainer, "OnlineKNN"), eval_encoding(pl_module, "OnlineKNN")
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            bank = extract_features(pl_module.encode_for_eval, dm.knn_bank_dataloader(), pl_module.device)
-            test = extract_features(pl_module.encode_for_eval, dm.test_dataloader(), pl_module.device)
+            bank = extract_features(encode, dm.knn_bank_dataloader(), pl_module.device)
+            test = extract_features(encode, dm.test_dataloader(), pl_module.device)
         pl_module.train(was_training)
         acc = knn_accuracy(bank, test, self.k, self.temperature)
         self.history.append((trainer.current_epoch + 1, acc))
@@ -40,22 +43,22 @@ class OnlineLinear(pl.Callback):
 
     def __init__(self, num_classes: int = 10, lr: float = 1e-3, every_n_epochs: int = 1) -> None:
         self.num_classes, self.lr, self.every_n_epochs = num_classes, lr, every_n_epochs
-        self.head = None
-        self.optimizer = None
+        self.head: Optional[torch.nn.Linear] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
         self.history: list = []
 
     def _features(self, pl_module: pl.LightningModule, images: torch.Tensor) -> torch.Tensor:
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            feats = pl_module.encode_for_eval(images).float()
+            feats = eval_encoding(pl_module, "OnlineLinear")(images).float()
         pl_module.train(was_training)
         return feats
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         images, labels = batch
         feats = self._features(pl_module, images)
-        if self.head is None:
+        if self.head is None or self.optimizer is None:  # both are set together
             with torch.random.fork_rng(devices=[]):  # the head's init must not shift the method's random draws
                 torch.manual_seed(0)
                 self.head = torch.nn.Linear(feats.shape[1], self.num_classes).to(feats.device)
@@ -70,7 +73,7 @@ class OnlineLinear(pl.Callback):
         if self.head is None or (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
         correct = total = 0
-        for images, labels in trainer.datamodule.test_dataloader():
+        for images, labels in fit_datamodule(trainer, "OnlineLinear").test_dataloader():
             with torch.no_grad():
                 preds = self.head(self._features(pl_module, images.to(pl_module.device))).argmax(1).cpu()
             correct += int((preds == torch.as_tensor(labels)).sum())

@@ -118,7 +118,7 @@ def run_cell(grid: Grid, cell: Cell, out: Path, runs: Path, cell_command: str) -
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     args = fit_args(grid, cell, run_dir)
-    overrides = {c: cell.config.mapping(c) for c in CHARACTERISTICS}
+    overrides: Dict[str, Any] = {c: cell.config.mapping(c) for c in CHARACTERISTICS}  # as resolve_method's **overrides
     record: Dict[str, Any] = {
         "format": FORMAT, "grid": grid.name, "cell": cell.id, "config": cell.config.key, "label": cell.config.label,
         "choices": dict(cell.config.choices), "seed": cell.seed, "budget": grid.budget, "evaluation": grid.evaluation,

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 import zoo
 from training.downstream.frozen import frozen_evaluation, frozen_features
+from training.pretrain.batches import dataset_size
 from training.pretrain.data import InMemoryImages, batch_as_is
 from zoo.errors import ZooError
 
@@ -27,9 +28,9 @@ TRAINING_ONLY = ("batch_size", "train_subset", "knn_bank_subset", "seed", "num_w
 
 def subset(data: Dataset, n: Optional[int], seed: int) -> Dataset:
     """The first ``n`` items of a seeded permutation (the same rule as ``ImageDataModule.split``), or all."""
-    if n is None or n >= len(data):
+    if n is None or n >= dataset_size(data):
         return data
-    keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    keep = torch.randperm(dataset_size(data), generator=torch.Generator().manual_seed(seed))[:n]
     if isinstance(data, InMemoryImages):
         return InMemoryImages(data.images[keep], data.labels[keep])
     return Subset(data, keep.tolist())
@@ -71,14 +72,15 @@ def evaluate_export(folder: str, data: Dict[str, Any], fit: Dict[str, Any], sett
     start = time.perf_counter()
     encoder = zoo.load_encoder(folder)
     splits = EvaluationSplits(datamodule(data, fit), settings["bank"], settings["test"], settings["seed"])
-    if len(splits.bank) < 2 or len(splits.test) < 1:
-        raise ZooError(f"the evaluation splits are too small ({len(splits.bank)} bank, {len(splits.test)} test)")
+    n_bank, n_test = dataset_size(splits.bank), dataset_size(splits.test)
+    if n_bank < 2 or n_test < 1:
+        raise ZooError(f"the evaluation splits are too small ({n_bank} bank, {n_test} test)")
     scores = frozen_evaluation(frozen_features(encoder, zoo.eval_transform(encoder)), splits, ("knn", "linear"),
                                seed=settings["seed"])
     ran = encoder.zoo_config["training"].get("settings") or {}  # what the fit resolved (training.pretrain.hardware)
     return {"precision": ran.get("precision"), "channels_last": ran.get("channels_last"),
             "knn": scores["knn"]["top1"], "linear": scores["linear"]["top1"], "knn_val": scores["knn"]["val_top1"],
             "linear_val": scores["linear"]["val_top1"], "linear_weight_decay": scores["linear"]["weight_decay"],
-            "dims": scores["dims"], "n_bank": len(splits.bank), "n_fit": scores["n_fit"], "n_val": scores["n_val"],
+            "dims": scores["dims"], "n_bank": n_bank, "n_fit": scores["n_fit"], "n_val": scores["n_val"],
             "n_test": scores["n_test"], "global_step": encoder.zoo_config["training"].get("global_step"),
             "eval_seconds": round(time.perf_counter() - start, 2)}

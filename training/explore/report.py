@@ -64,7 +64,7 @@ def base_mark(row: Dict[str, Any], sep: str) -> str:
 
 
 def axis_rows(grid: Grid, axis: str, results: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for index, label in enumerate(grid.labels(axis)):
         cells = [results[f"{c.key}_s{s}"] for c in members(grid, axis, index) for s in grid.seeds
                  if f"{c.key}_s{s}" in results]
@@ -84,7 +84,8 @@ def axis_rows(grid: Grid, axis: str, results: Dict[str, Dict[str, Any]]) -> List
 
 def part_text(grid: Grid, config: Config, axis: str) -> str:
     """The part as it trained (row part with the overrides), less the dataset knowledge every alternative carries."""
-    part = resolve_method(grid.method, **{c: config.mapping(c) for c in CHARACTERISTICS}).parts()[axis]
+    overrides: Dict[str, Any] = {c: config.mapping(c) for c in CHARACTERISTICS}  # as resolve_method's **overrides
+    part = resolve_method(grid.method, **overrides).parts()[axis]
     hidden = grid.carry.get(axis, ())
     return str(Part(part.name, tuple((k, v) for k, v in part.args if k not in hidden)))
 

@@ -12,7 +12,7 @@ import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, TypedDict
 
 from training.pretrain.fit_cli import ZooCLI
 from training.pretrain.synthetic import SyntheticImages
@@ -22,11 +22,28 @@ from zoo.errors import ZooError, first_line
 OVERRIDES = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "enable_model_summary": False}
 #: callbacks that only measure accuracy: dropped from the recipe's callbacks for the check
 ONLINE_EVAL = ("training.downstream.online.OnlineKNN", "training.downstream.online.OnlineLinear")
+
+
+class CallbackConfig(TypedDict):
+    """A callback as a recipe lists it (``trainer.callbacks``): its class and that class's arguments."""
+
+    class_path: str
+    init_args: Dict[str, Any]
+
+
+class SyntheticSettings(TypedDict):
+    """``SyntheticImages``' arguments for a check, written into the run's config.yaml as its data."""
+
+    shape: List[int]
+    pretrain_batches: int
+    batch_size: int
+    seed: int
+
+
 #: the one checkpoint callback of the check: last.ckpt at the end of the first run (the recipes' per-epoch and
 #: per-step callbacks would write the same multi-GB file up to three times a run)
-CHECKPOINT = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-              "init_args": {"save_top_k": 0, "save_last": True, "enable_version_counter": False}}
-
+CHECKPOINT: CallbackConfig = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                               "init_args": {"save_top_k": 0, "save_last": True, "enable_version_counter": False}}
 
 
 def smallest_batch(module: Any, largest: int = 4096) -> int:
@@ -80,8 +97,8 @@ class CheckCLI(ZooCLI):
         if shape is None:
             raise ZooError(f"the datamodule {type(real).__name__} does not declare its image_shape (C, H, W), so "
                            "check-recipe cannot stand in for it")
-        init = {"shape": list(shape), "pretrain_batches": self.pretrain_batches,
-                "batch_size": smallest_batch(self.model), "seed": int(getattr(real, "seed", 0))}
+        init: SyntheticSettings = {"shape": list(shape), "pretrain_batches": self.pretrain_batches,
+                                   "batch_size": smallest_batch(self.model), "seed": int(getattr(real, "seed", 0))}
         self.datamodule = SyntheticImages(**init)
         self.real_datamodule = type(real).__name__
         # the saved config.yaml (and the export's recipe record) then says the data was synthetic

@@ -12,6 +12,7 @@ does), so the stream shards itself and Lightning does not replace its sampler.
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
@@ -19,6 +20,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import ZooError
 from zoo.parts.distributed import world as rank_and_world
+
+
+def dataset_size(data: Dataset) -> int:
+    """``len(data)``, or one line when ``data`` has no length. torch's ``Dataset`` declares no ``__len__`` (an
+    iterable-style dataset has none), while everything here that counts, shuffles or subsets a dataset needs one."""
+    if not isinstance(data, Sized):
+        raise ZooError(f"the dataset {type(data).__name__} has no length (no __len__); a map-style dataset with a "
+                       "length is needed")
+    return len(data)
 
 
 class _EpochOrder:
@@ -64,7 +74,7 @@ class ResumableBatches:
                  collate_fn: Optional[Callable] = None, persistent_workers: bool = False,
                  receive: Optional[Callable[[Any], Any]] = None) -> None:
         self.dataset, self.batch_size, self.seed, self.receive = dataset, int(batch_size), int(seed), receive
-        self.sampler = _EpochOrder(len(dataset), self.seed)
+        self.sampler = _EpochOrder(dataset_size(dataset), self.seed)
         self._plan = _Plan()
         # own generator: creating worker iterators must not draw from the global RNG the augmentations use
         self._loader = DataLoader(dataset, batch_sampler=self._plan, num_workers=num_workers, collate_fn=collate_fn,
@@ -75,7 +85,7 @@ class ResumableBatches:
 
     def __len__(self) -> int:
         _, world = rank_and_world()
-        return len(self.dataset) // world // self.batch_size
+        return dataset_size(self.dataset) // world // self.batch_size
 
     def epoch_batches(self, epoch: int) -> List[List[int]]:
         """This process's batches of ``epoch``, in order (a pure function of seed, epoch and world size)."""
@@ -107,12 +117,12 @@ class ResumableBatches:
     def state_dict(self) -> Dict[str, int]:
         _, world = rank_and_world()
         return {"epoch": self._epoch, "served": self._served, "seed": self.seed, "batch_size": self.batch_size,
-                "world_size": world, "dataset_size": len(self.dataset)}
+                "world_size": world, "dataset_size": dataset_size(self.dataset)}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         _, world = rank_and_world()
         now = {"seed": self.seed, "batch_size": self.batch_size, "world_size": world,
-               "dataset_size": len(self.dataset)}
+               "dataset_size": dataset_size(self.dataset)}
         changed = {k: (state.get(k), v) for k, v in now.items() if state.get(k) != v}
         if changed:
             detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())

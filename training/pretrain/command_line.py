@@ -10,7 +10,7 @@ import inspect
 import json
 import typing
 from argparse import ArgumentError
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 
 def lightning_cli(args: List[str], run: bool = True, cli_class: Optional[Callable[..., Any]] = None):
@@ -90,7 +90,7 @@ def bare_flags(argv: List[str], function: Callable[..., Any]) -> List[str]:
     return out
 
 
-def command_arguments(commands: Dict[str, Callable[..., Any]], argv: List[str]) -> List[str]:
+def command_arguments(commands: Mapping[str, Callable[..., Any]], argv: List[str]) -> List[str]:
     """``argv`` (``NAME --option value ...``) as jsonargparse reads it for ``commands[NAME]``: aliases resolved,
     dashes in option names turned to underscores, bare boolean flags given their value."""
     name, rest = argv[0], argv[1:]
@@ -103,9 +103,11 @@ def command_arguments(commands: Dict[str, Callable[..., Any]], argv: List[str]) 
     return [name] + bare_flags(dashes_to_underscores(rest), commands[name])
 
 
-def run_commands(commands: Dict[str, Callable[..., Any]], argv: List[str]) -> Any:
+def run_commands(commands: Mapping[str, Callable[..., Any]], argv: List[str]) -> Any:
     """Parse ``argv`` with jsonargparse (the one parser style of every command: LightningCLI is built on it too)
     against the commands' signatures and docstrings, and call the chosen one."""
     from jsonargparse import auto_cli
 
-    return auto_cli(commands, args=command_arguments(commands, argv), exit_on_error=False)
+    # a fresh dict of auto_cli's own value type (Callable | type | nested dict): its annotation asks for that dict,
+    # and a dict of functions is not one (dict is invariant), though auto_cli only reads it
+    return auto_cli(dict(commands), args=command_arguments(commands, argv), exit_on_error=False)

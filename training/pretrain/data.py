@@ -20,7 +20,7 @@ import sys
 from bisect import bisect_left
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple, overload
 
 import numpy as np
 import pytorch_lightning as pl
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from training.pretrain.batches import ResumableBatches
+from training.pretrain.batches import ResumableBatches, dataset_size
 from zoo.errors import ZooError
 from zoo.images import UnreadableImage, read_image
 from zoo.values import check_values, integer_at_least
@@ -111,8 +111,9 @@ class ImageDataModule(pl.LightningDataModule):
         if split not in self._splits:
             data = self.load_split(split)
             limit = {"pretrain": self.train_subset, "train": self.knn_bank_subset}.get(split)
-            if limit is not None and limit < len(data):
-                keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[:limit]
+            size = dataset_size(data)
+            if limit is not None and limit < size:
+                keep = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed))[:limit]
                 data = torch.utils.data.Subset(data, keep.tolist()) if not isinstance(data, InMemoryImages) \
                     else InMemoryImages(data.images[keep], data.labels[keep])
             self._splits[split] = data
@@ -141,8 +142,9 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ResumableBatches:
         """Shuffled full batches whose position is saved in checkpoints (a killed run resumes mid-epoch)."""
         data = self.split("pretrain")
-        if len(data) < self.batch_size:
-            raise ZooError(f"the training split has {len(data)} images, fewer than one batch of {self.batch_size}")
+        size = dataset_size(data)
+        if size < self.batch_size:
+            raise ZooError(f"the training split has {size} images, fewer than one batch of {self.batch_size}")
         return ResumableBatches(data, self.batch_size, seed=self.seed, receive=self._receive(data, keep_size=True),
                                 **self._loading(data))
 
@@ -183,6 +185,14 @@ def _find(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
+def _found(folder: Path, stem: str) -> Path:
+    """``_find`` for a file that must be there (e.g. removed since the folder was located): one line if not."""
+    path = _find(folder, stem)
+    if path is None:
+        raise ZooError(f"Fashion-MNIST: {folder} has no {stem} (nor {stem}.gz)")
+    return path
+
+
 class FashionMNISTDataModule(ImageDataModule):
     """Fashion-MNIST (60k train / 10k test, 28x28 grey). Looks for the IDX files in ``root`` (or
     ``root/FashionMNIST/raw``), then in Debian's ``dataset-fashion-mnist`` folder; downloads with torchvision
@@ -216,8 +226,8 @@ class FashionMNISTDataModule(ImageDataModule):
     def load_split(self, split: str) -> Dataset:
         folder = self._locate()
         images_stem, labels_stem = _FMNIST_FILES["test" if split == "test" else "train"]
-        images = torch.from_numpy(read_idx(_find(folder, images_stem)).copy()).unsqueeze(1)
-        labels = torch.from_numpy(read_idx(_find(folder, labels_stem)).astype(np.int64))
+        images = torch.from_numpy(read_idx(_found(folder, images_stem)).copy()).unsqueeze(1)
+        labels = torch.from_numpy(read_idx(_found(folder, labels_stem)).astype(np.int64))
         return InMemoryImages(images, labels)
 
 
@@ -312,6 +322,12 @@ class UnreadableFiles:
     def __init__(self, skip: bool, option: str) -> None:
         self.skip, self.option = skip, option
         self.files: Dict[str, str] = {}  # path -> reason, each file once however often it was met
+
+    @overload
+    def settle(self, batch: FolderBatch, keep_size: Literal[True]) -> Tuple[Tensor, Tensor]: ...
+
+    @overload
+    def settle(self, batch: FolderBatch, keep_size: bool) -> Optional[Tuple[Tensor, Tensor]]: ...
 
     def settle(self, batch: FolderBatch, keep_size: bool) -> Optional[Tuple[Tensor, Tensor]]:
         """(images, labels) of ``batch`` without its unreadable files; with ``keep_size`` (pre-training: DDP and

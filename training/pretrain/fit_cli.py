@@ -23,7 +23,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union, cast
 from unittest import mock
 
 import pytorch_lightning as pl
@@ -38,6 +38,9 @@ from zoo.build import check_method_values
 from zoo.errors import RecipeMismatch, ZooError, first_line
 from zoo.methods import resolve_method
 from zoo.values import BadValue, check_values
+
+if TYPE_CHECKING:
+    from lightning_fabric.connector import _PRECISION_INPUT
 
 
 class Interrupted(Exception):
@@ -61,7 +64,9 @@ class ZooTrainer(pl.Trainer):
             hw = hardware.probe()
             precision, reason = hardware.resolve_precision(precision, kwargs.get("accelerator"), hw)
             self.zoo_settings = {"precision": precision, "precision_reason": reason, "hardware": hw.to_dict()}
-        super().__init__(precision=precision, **kwargs)
+        # cast: the recipe's value is a plain str or int here, which Lightning checks against its Literal of
+        # precisions when it builds the precision plugin (one ValueError listing the allowed values)
+        super().__init__(precision=cast("_PRECISION_INPUT", precision), **kwargs)
 
 
 def quiet() -> None:
@@ -148,6 +153,9 @@ class ZooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        if not isinstance(trainer, ZooTrainer):  # the attribute ResumableTraining copies into every checkpoint
+            raise ZooError(f"ZooCLI needs trainer_class=ZooTrainer (it carries zoo_settings), not "
+                           f"{type(trainer).__name__}")
         settings = getattr(self, "_settings", None)
         if settings is not None:
             trainer.zoo_settings = settings

@@ -183,7 +183,7 @@ def loop_size(batches: object) -> Optional[int]:
     """How many images a loader yields: its dataset's length (None where it has none, e.g. a generator)."""
     data = getattr(getattr(batches, "loader", batches), "dataset", None)
     try:
-        return len(data) if data is not None else None  # type: ignore[arg-type]
+        return len(data) if data is not None else None
     except TypeError:
         return None
 

@@ -60,19 +60,20 @@ class ContrastiveModule(pl.LightningModule):
         check_values({"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "warmup_epochs": warmup_epochs},
                      VALUES.get)
         self.save_hyperparameters()
-        self.hparams.channels_last = resolve_channels_last(channels_last)[0]
+        # subscripted, not hparams.channels_last: Lightning types hparams as a MutableMapping (it is an AttributeDict)
+        self.hparams["channels_last"] = resolve_channels_last(channels_last)[0]
         self.method = resolve_method(method, name=name, augment=augment, encoder=encoder, extract=extract,
                                      similarity=similarity, loss=loss)
         parts = build_method(self.method)
         self.augment = parts.augment
         self.encoder, self.extract, self.similarity, self.loss_fn = (
             parts.encoder, parts.extract, parts.similarity, parts.loss)
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
 
     def _views(self, images: Tensor):
         views = self.augment(images)
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             views = [v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in views]
         return views
 
@@ -116,7 +117,7 @@ class ContrastiveModule(pl.LightningModule):
     def encode_for_eval(self, images: Tensor) -> Tensor:
         """The downstream representation: eval preprocessing, then the encoder's pooled last map."""
         x = self.augment.eval_transform(images)
-        if self.hparams.channels_last and x.dim() == 4:
+        if self.hparams["channels_last"] and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder(x)
 

@@ -33,11 +33,8 @@ class SyntheticImages(ImageDataModule):
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise ZooError(f"synthetic images need a (C, H, W) shape, got {list(shape)}")
         self.pretrain_batches, self.labelled, self.num_classes = int(pretrain_batches), int(labelled), num_classes
-
-    @property
-    def image_shape(self) -> tuple:
         c, h, w = self.shape
-        return c, h, w
+        self.image_shape = (c, h, w)  # what the base class declares (fixed per instance, as ImageFolder's)
 
     def load_split(self, split: str) -> InMemoryImages:
         n = self.pretrain_batches * self.batch_size if split == "pretrain" else self.labelled

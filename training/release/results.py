@@ -61,16 +61,17 @@ def record_result(spec: str, key: str, value: float, command: Optional[str], *, 
     target = check_record_target(record, maintainer)
     value, command = round(float(value), 4), command or ""
     source = resolve_source(spec, registry=registry)
-    if source.kind == "folder":
-        if not target.is_dir() or target.resolve() != Path(source.folder).resolve():
+    folder = source.folder if source.kind == "folder" else None  # a folder source always has its folder
+    if folder is not None:
+        if not target.is_dir() or target.resolve() != Path(folder).resolve():
             raise ZooError(f"{spec} is an exported folder: --record must be that folder, not {record}")
-        config = read_config(source.folder)
+        config = read_config(folder)
         config.setdefault("metrics", {})[key] = value
         config.setdefault("metric_commands", {})[key] = command
-        card = render_card(config, load_id=str(source.folder))
-        replace_together([(source.folder / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n"),
-                          (source.folder / CARD, card)], where=record)
-        return f"{source.folder / CARD}"
+        card = render_card(config, load_id=str(folder))
+        replace_together([(folder / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n"),
+                          (folder / CARD, card)], where=record)
+        return f"{folder / CARD}"
     if source.entry is None:
         raise ZooError(f"{spec} has no registry entry nor exported folder to record into")
     if not target.is_file():
@@ -125,11 +126,13 @@ def replace_together(files: List[Tuple[Path, str]], where: str = "") -> None:
     replaced: List[Tuple[Path, Optional[str]]] = []
     try:
         for path, text in files:
-            staged.append((path, _temp_beside(path, text), None))
+            temp = _temp_beside(path, text)
+            staged.append((path, temp, None))
             if path.exists():
-                shutil.copymode(path, staged[-1][1])  # the new file keeps the old one's permissions
-                staged[-1] = (path, staged[-1][1], _temp_beside(path, None))
-                shutil.copy2(path, staged[-1][2])
+                shutil.copymode(path, temp)  # the new file keeps the old one's permissions
+                aside = _temp_beside(path, None)
+                staged[-1] = (path, temp, aside)
+                shutil.copy2(path, aside)
         for path, new, old in staged:
             os.replace(new, path)
             replaced.append((path, old))

@@ -11,7 +11,7 @@ forbids commercial use (the ``cc-by-nc-*`` family) prints a one-line warning (``
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, overload
 
 from zoo.errors import ZooError
 
@@ -33,6 +33,14 @@ def is_imported(config: Mapping[str, Any]) -> bool:
     """Whether an exported folder's config describes weights imported from another project's checkpoint."""
     recipe = config.get("recipe")
     return isinstance(recipe, Mapping) and "legacy_format" in recipe
+
+
+@overload
+def config_license(config: Mapping[str, Any], where: str = ..., required: Literal[True] = ...) -> str: ...
+
+
+@overload
+def config_license(config: Mapping[str, Any], where: str = ..., required: bool = ...) -> Optional[str]: ...
 
 
 def config_license(config: Mapping[str, Any], where: str = "config.json", required: bool = True) -> Optional[str]:
