@@ -37,7 +37,7 @@ test: install
 # blocks train (pytest -m "not slow"); CI runs `make test`
 test-quick: install
 	$(VENV)/bin/ruff check
-	$(VENV)/bin/mypy zoo
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" --durations=10
 
 clean:

@@ -112,50 +112,50 @@ def explore(grid: str, *, factorial: bool = False, out: Optional[str] = None, ru
         raise ZooError(f"{' and '.join(chosen)} do not go together: give one of --jobs, --collect, --cell, --check")
     args = SimpleNamespace(grid=grid, factorial=factorial, out=out, runs=runs, jobs=jobs, collect=collect,
                            cell=cell, check=check, retry_failed=retry_failed)
-    grid = load_grid(args.grid, factorial=args.factorial or None)
-    out, runs = folders(grid, args)
+    spec = load_grid(args.grid, factorial=args.factorial or None)
+    results, run_root = folders(spec, args)
     if args.collect:
-        summary = write_report(grid, out)
-        print(f"{summary['results']} of {len(grid.cells)} cells have results; report in {out}/README.md"
+        summary = write_report(spec, results)
+        print(f"{summary['results']} of {len(spec.cells)} cells have results; report in {results}/README.md"
               + (f"; missing: {' '.join(summary['missing'])}" if summary["missing"] else ""))
         return 0
-    configs = validate(grid)
-    todo = pending(grid, out, args.retry_failed)
-    done = len(grid.cells) - len(todo)
+    configs = validate(spec)
+    todo = pending(spec, results, args.retry_failed)
+    done = len(spec.cells) - len(todo)
     if args.jobs:
         try:
-            for cell in todo:
-                print(cell_command(args, cell.id), flush=True)
+            for item in todo:
+                print(cell_command(args, item.id), flush=True)
         except BrokenPipeError:  # `--jobs | head`: the reader has what it wanted; no traceback
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args.check:
-        print(f"grid {grid.path}: {configs} configurations x {len(grid.seeds)} seeds = {len(grid.cells)} cells, "
+        print(f"grid {spec.path}: {configs} configurations x {len(spec.seeds)} seeds = {len(spec.cells)} cells, "
               f"{len(todo)} to run; every configuration builds and scores a synthetic batch")
-        for cell in grid.cells:
-            print(f"  {cell.id}: {cell.config.label}, seed {cell.seed}" + ("" if cell in todo else " (done)"))
+        for item in spec.cells:
+            print(f"  {item.id}: {item.config.label}, seed {item.seed}" + ("" if item in todo else " (done)"))
         return 0
     if args.cell:
-        chosen = [c for c in grid.cells if c.id == args.cell]
-        if not chosen:
-            raise ZooError(f"grid {grid.path} has no cell {args.cell!r}; `--check` lists them")
+        picked = [c for c in spec.cells if c.id == args.cell]
+        if not picked:
+            raise ZooError(f"grid {spec.path} has no cell {args.cell!r}; `--check` lists them")
         todo = [c for c in todo if c.id == args.cell]
         if not todo:
-            print(f"cell {args.cell} already has a result in {cells.result_path(out, chosen[0])}; nothing to run")
+            print(f"cell {args.cell} already has a result in {cells.result_path(results, picked[0])}; nothing to run")
             return 0
-    print(f"explore {grid.name}: {configs} configurations x {len(grid.seeds)} seeds = {len(grid.cells)} cells "
-          f"({grid.design.replace('_', '-')}); {done} done, {len(todo)} to run; "
-          + (f"results in {out}" if todo else already_done(args, grid, out)), flush=True)
+    print(f"explore {spec.name}: {configs} configurations x {len(spec.seeds)} seeds = {len(spec.cells)} cells "
+          f"({spec.design.replace('_', '-')}); {done} done, {len(todo)} to run; "
+          + (f"results in {results}" if todo else already_done(args, spec, results)), flush=True)
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        run_grid(grid, todo, out, runs, done, args)
+        run_grid(spec, todo, results, run_root, done, args)
     except KeyboardInterrupt:
         raise Interrupted("stopped by Ctrl-C; finished cells are kept, run the same command to resume", 130) \
             from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not args.cell:
-        summary = write_report(grid, out)
-        print(f"report: {out}/README.md, {out}/results.csv and one PNG per axis"
+        summary = write_report(spec, results)
+        print(f"report: {results}/README.md, {results}/results.csv and one PNG per axis"
               + (f" ({len(summary['missing'])} cells missing)" if summary["missing"] else ""))
     return 0
