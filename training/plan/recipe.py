@@ -21,7 +21,8 @@ from zoo.errors import ZooError, first_line
 #: trainer settings replaced for the check: one CPU process, no model summary table
 OVERRIDES = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "enable_model_summary": False}
 #: callbacks that only measure accuracy: dropped from the recipe's callbacks for the check
-ONLINE_EVAL = ("training.downstream.online.OnlineKNN", "training.downstream.online.OnlineLinear")
+ONLINE_EVAL = ("training.downstream.online.OnlineKNN", "training.downstream.online.OnlineLinear",
+               "training.downstream.online_spectrum.OnlineSpectrum")
 #: the one checkpoint callback of the check: last.ckpt at the end of the first run (the recipes' per-epoch and
 #: per-step callbacks would write the same multi-GB file up to three times a run)
 CHECKPOINT = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
