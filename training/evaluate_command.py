@@ -26,10 +26,11 @@ import zoo
 from training.downstream.datasets import DATASETS, datamodule_for
 from training.downstream.finetune import finetune_evaluation
 from training.downstream.frozen import frozen_evaluation, frozen_features
+from training.downstream.spectrum_eval import SPECTRUM_PROTOCOLS, check_spectrum_options, spectrum_evaluation
 from training.pretrain.loop_progress import honours_quiet
 from zoo.errors import ZooError
 
-PROTOCOLS = ("knn", "linear", "finetune")
+PROTOCOLS = ("knn", "linear", "finetune")  # + the label-free SPECTRUM_PROTOCOLS, rankme and areq
 
 
 def protocol_result(encode: Callable[[Tensor], Tensor], datamodule, protocol: str, *, k: int = 200,
@@ -50,7 +51,7 @@ def run_protocol(encoder: zoo.Encoder, datamodule, protocol: str, *, k: int = 20
                  encoder_lr: float = 1e-4, train_last: int = -1, batch_size: int = 256) -> Dict[str, Any]:
     """Test accuracy of ``encoder`` on ``datamodule`` with one protocol, through one of the two evaluations."""
     if protocol not in PROTOCOLS:
-        raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        raise ZooError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS + SPECTRUM_PROTOCOLS)}")
     preprocess = zoo.eval_transform(encoder)
     if protocol != "finetune":
         return protocol_result(frozen_features(encoder, preprocess), datamodule, protocol, k=k,
@@ -65,7 +66,10 @@ def reproducing_command(given: Dict[str, Any]) -> str:
     import inspect
 
     defaults = {n: p.default for n, p in inspect.signature(evaluate).parameters.items()}
-    if given["protocol"] != "finetune":
+    if given["protocol"] in SPECTRUM_PROTOCOLS:  # no labels, no probe: only the images and the batch size matter
+        given = {k: v for k, v in given.items() if k not in ("k", "temperature", "val_fraction", "seed", "epochs",
+                                                             "lr", "encoder_lr", "train_last")}
+    elif given["protocol"] != "finetune":
         given = {k: v for k, v in given.items() if k not in ("epochs", "lr", "encoder_lr", "train_last", "batch_size")}
     words = ["python", "-m", "training", "evaluate", "--encoder", str(given.pop("encoder")), "--data",
              str(given.pop("data")), "--protocol", str(given.pop("protocol"))]
@@ -81,14 +85,17 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
              baselines: bool = False, registry: Optional[str] = None, k: int = 200, temperature: float = 0.1,
              val_fraction: float = 0.1, seed: int = 0, epochs: int = 1, lr: float = 1e-3, encoder_lr: float = 1e-4,
              train_last: int = -1, batch_size: int = 256, skip_unreadable: bool = False,
-             quiet: bool = False) -> Dict[str, Any]:
-    """Evaluate a pretrained encoder on a labelled dataset; by default only prints (nothing is written).
+             split: Optional[str] = None, quiet: bool = False) -> Dict[str, Any]:
+    """Evaluate a pretrained encoder on a dataset (labelled, or any images for rankme/areq); by default only
+    prints (nothing is written).
 
     Args:
         encoder: a registry name, ``hf-hub:ORG/NAME[@REV]`` or an exported folder.
-        data: fashion_mnist, cifar10, stl10, or an image folder (``DIR/train`` + ``DIR/test``, or class folders).
-        protocol: knn (k-nearest neighbours on frozen features), linear (linear probe on frozen features) or
-            finetune (encoder + linear head trained end to end).
+        data: fashion_mnist, cifar10, stl10, or an image folder (``DIR/train`` + ``DIR/test``, or class folders;
+            for rankme and areq any folder: every image under it, labelled or not).
+        protocol: knn (k-nearest neighbours on frozen features), linear (linear probe on frozen features),
+            finetune (encoder + linear head trained end to end), or the label-free figures of the test
+            embeddings: rankme (RankMe, their effective rank) and areq (alpha-ReQ, their eigenspectrum decay).
         root: where the named datasets are (default: their usual places).
         download: download a named dataset when it is missing.
         out: where to write the results JSON (and the PNG of the test embeddings beside it): a ``.json`` file, or
@@ -108,26 +115,33 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
         lr: learning rate of the linear head (finetune).
         encoder_lr: learning rate of the encoder (finetune).
         train_last: -1 fine-tunes the whole encoder, 0 none of it, N its last N top-level modules.
-        batch_size: fine-tuning batch size.
+        batch_size: fine-tuning batch size (rankme/areq on a folder: images per forward pass).
         skip_unreadable: leave out the images of a folder that cannot be decoded (a line on stderr counts and
             names them; the result's ``skipped_unreadable`` counts them) instead of stopping at the first.
         quiet: no progress lines on stderr (``ZOO_QUIET=1`` does the same; when stderr is not a terminal only
             one final line per stage is printed; training.pretrain.loop_progress has the rule).
+        split: rankme/areq on a named dataset: test (the default) or train (its whole training split).
     """
     given = dict(encoder=encoder, data=data, protocol=protocol, root=root, registry=registry, k=k,
                  temperature=temperature, val_fraction=val_fraction, seed=seed, epochs=epochs, lr=lr,
-                 encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size, skip_unreadable=skip_unreadable)
+                 encoder_lr=encoder_lr, train_last=train_last, batch_size=batch_size, skip_unreadable=skip_unreadable,
+                 split=split)
     command = reproducing_command(given)
+    check_spectrum_options(protocol, split, baselines, bool(record))
     if record:
         from training.release.results import check_record_target
 
         check_record_target(record, maintainer)  # before the work: a refused target costs nothing
     model = zoo.load_encoder(encoder, registry=registry)
-    dm = datamodule_for(data, root, download, model, seed, skip_unreadable)
     options: Dict[str, Any] = dict(k=k, temperature=temperature, val_fraction=val_fraction, seed=seed)
     tuning: Dict[str, Any] = dict(epochs=epochs, lr=lr, encoder_lr=encoder_lr, train_last=train_last,
                                   batch_size=batch_size)
-    result = run_protocol(model, dm, protocol, **options, **tuning)
+    if protocol in SPECTRUM_PROTOCOLS:
+        dm, result = None, spectrum_evaluation(model, data, protocol, root=root, download=download, split=split,
+                                               batch_size=batch_size, skip_unreadable=skip_unreadable)
+    else:
+        dm = datamodule_for(data, root, download, model, seed, skip_unreadable)
+        result = run_protocol(model, dm, protocol, **options, **tuning)
     embedding, labels = result.pop("embedding", None), result.pop("embedding_labels", None)
     dataset = data if data in DATASETS else f"folder:{Path(data).name}"
     result = {"encoder": str(encoder), "data": dataset, **result, "command": command}
@@ -143,8 +157,9 @@ def evaluate(*, encoder: str, data: str, protocol: str = "knn", root: Optional[s
     if record:
         from training.release.results import record_result
 
-        result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", result["top1"], command,
-                                              record=record, registry=registry, maintainer=maintainer)
+        value = float(result["top1"] if "top1" in result else result[protocol])  # accuracy, or the rankme/areq figure
+        result["recorded_in"] = record_result(str(encoder), f"{dataset}/{protocol}", value, command, record=record,
+                                              registry=registry, maintainer=maintainer)
     return result
 
 

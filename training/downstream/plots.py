@@ -18,7 +18,8 @@ from torch import Tensor
 from zoo.atomic import atomic_file
 from zoo.errors import ZooError
 
-CURVES = {"train_loss": "loss", "loss": "loss", "knn_acc": "accuracy", "linear_acc": "accuracy"}
+CURVES = {"train_loss": "loss", "loss": "loss", "knn_acc": "accuracy", "linear_acc": "accuracy",
+          "rankme": "rankme", "areq": "areq"}  # the label-free figures (OnlineSpectrum): a panel each, own scale
 
 
 def _figure():
@@ -84,7 +85,7 @@ def plot_run(run_dir: str) -> str:
             for key, points in series.items():
                 if CURVES[key] == kind:
                     steps, values = zip(*points, strict=True)
-                    ax.plot(steps, values, marker="o" if kind == "accuracy" else None, label=key)
+                    ax.plot(steps, values, marker=None if kind == "loss" else "o", label=key)
             ax.set(xlabel="step", ylabel=kind, title=f"{csv_path.parent.name}: {kind}")
             ax.legend()
         try:

@@ -20,8 +20,9 @@ from zoo.errors import ZooError, first_line
 
 #: trainer settings replaced for the check: one CPU process, no model summary table
 OVERRIDES = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "enable_model_summary": False}
-#: callbacks that only measure accuracy: dropped from the recipe's callbacks for the check
-ONLINE_EVAL = ("training.downstream.online.OnlineKNN", "training.downstream.online.OnlineLinear")
+#: callbacks that only measure (accuracy, label-free figures): dropped from the recipe's callbacks for the check
+ONLINE_EVAL = ("training.downstream.online.OnlineKNN", "training.downstream.online.OnlineLinear",
+               "training.downstream.online_spectrum.OnlineSpectrum")
 
 
 class CallbackConfig(TypedDict):

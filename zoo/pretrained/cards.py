@@ -25,7 +25,19 @@ HUB_DATASETS = {"fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNI
                 "cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "stl10": ("tanganke/stl10", "STL-10"),
                 "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k")}
 PROTOCOLS = {"knn": "kNN on frozen features (cosine, exp(sim/t) votes)",
-             "linear": "linear probe on frozen features", "finetune": "fine-tuned encoder + linear head"}
+             "linear": "linear probe on frozen features", "finetune": "fine-tuned encoder + linear head",
+             "rankme": "label-free, frozen test embeddings", "areq": "label-free, frozen test embeddings"}
+#: what a metric key's protocol measures: (model-index task type, metric type, the metric as a card names it);
+#: a key's description follows its protocol, so a label-free figure is never called an accuracy
+MEASURES = {"rankme": ("image-feature-extraction", "rankme", "RankMe (effective rank; Garrido et al. 2023)"),
+            "areq": ("image-feature-extraction", "alpha-req",
+                     "alpha-ReQ (covariance spectrum decay exponent; Agrawal et al. 2022)")}
+ACCURACY = ("image-classification", "accuracy", "top-1 accuracy")
+
+
+def measure(protocol: str) -> tuple:
+    """(task type, metric type, metric name) of a metric key's protocol: an accuracy unless it is label-free."""
+    return MEASURES.get(protocol, ACCURACY)
 
 
 def template_text(name: str = "template.md") -> Optional[str]:
@@ -57,9 +69,11 @@ def front_matter(config: Mapping[str, Any], method: Method) -> str:
     for key, value in sorted((config.get("metrics") or {}).items()):
         eval_set, _, protocol = key.partition("/")
         eval_id, eval_name = HUB_DATASETS.get(eval_set, (eval_set, eval_set))
-        results.append(EvalResult(task_type="image-classification", dataset_type=eval_id, dataset_name=eval_name,
-                                  dataset_split="test", metric_type="accuracy", metric_value=float(value),
-                                  metric_name=PROTOCOLS.get(protocol, protocol or "accuracy")))
+        task, metric_type, metric = measure(protocol)
+        label = PROTOCOLS.get(protocol, protocol or "accuracy")
+        results.append(EvalResult(task_type=task, dataset_type=eval_id, dataset_name=eval_name,
+                                  dataset_split="test", metric_type=metric_type, metric_value=float(value),
+                                  metric_name=label if metric_type == "accuracy" else f"{metric}, {label}"))
     reported = config.get("reported")
     if isinstance(reported, Mapping) and isinstance(reported.get("value"), (int, float)):
         # the authors' figure, as they state it (often a percentage), attributed to them and marked unverified
@@ -112,8 +126,8 @@ def render_card(config: Mapping[str, Any], sha256: str = "(computed at publish t
     for key, value in sorted((config.get("metrics") or {}).items()):
         dataset, _, protocol = key.partition("/")
         command = f"`{commands[key]}`" if commands.get(key) else "-"
-        metric_rows.append(f"| {dataset} (test split) | {PROTOCOLS.get(protocol, protocol or '-')} | top-1 accuracy | "
-                           f"{value:.4f} | {command} |")
+        metric_rows.append(f"| {dataset} (test split) | {PROTOCOLS.get(protocol, protocol or '-')} | "
+                           f"{measure(protocol)[2]} | {value:.4f} | {command} |")
     recipe = config.get("recipe") or {}
     lines = [f"- {k}: {v}" for k, v in sorted((config.get("training") or {}).items())]
     lines.append("- recipe (the run's full configuration):\n\n```json\n" + json.dumps(recipe, indent=1, sort_keys=True)
