@@ -153,8 +153,12 @@ def _training(args: List[str], places: Places) -> List[str]:
         if "--epochs" in args:
             args = _drop(args, "--epochs") + ["--epochs", "1"]
         return args
-    if command == "embed":  # the made-up image folder
-        return [str(places.images) if a == "path/to/images" else a for a in args]
+    if command == "embed":  # the made-up image folder; a placeholder encoder (ORG/NAME, my_encoder): the shipped one
+        args = [str(places.images) if a == "path/to/images" else a for a in args]
+        encoder = _value(args, "--encoder")
+        if encoder in ("hf-hub:ORG/NAME", "exported/my_encoder"):
+            args[args.index("--encoder") + 1] = "yadim"
+        return args
     if command in ("export", "publish", "plot", "import-legacy", "releases", "cards"):
         return args
     raise KeyError(f"python -m training {command}")
