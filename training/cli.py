@@ -1,6 +1,7 @@
-"""``python -m training fit|check-recipe|plan|explore|export|publish|evaluate|embed|plot|import-legacy|releases|cards ...``: LightningCLI
-for training (``check-recipe`` runs a recipe through it on synthetic images, ``plan`` counts what it costs,
-``explore`` runs grids of fits, see ``training.explore``), jsonargparse for the rest."""
+"""``python -m training COMMAND ...``: ``fit`` (LightningCLI) and the commands in ``COMMANDS`` (check-recipe, plan,
+explore, export, publish, evaluate, embed, plot, import-legacy, releases, cards), each a plain function whose
+signature and docstring jsonargparse reads. The top layer: the one place that composes pretrain, downstream,
+release and plan."""
 
 from __future__ import annotations
 
