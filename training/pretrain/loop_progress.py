@@ -61,6 +61,11 @@ class Reporting:
     every: float = EVERY_SECONDS
     prefix: str = ""
 
+    def silenced(self) -> bool:
+        """Asked for silence (``--quiet``, ``ZOO_QUIET=1`` or mode off), whatever the stream is: the training
+        step line (``progress.ProgressLine``) prints in logs too, unless this says no."""
+        return self.quiet or _env_flag("ZOO_QUIET") or self.mode == OFF
+
     def resolved_mode(self) -> str:
         if self.mode is not None:
             return self.mode

@@ -12,7 +12,7 @@ from typing import Any, Optional, TextIO
 
 import pytorch_lightning as pl
 
-from training.pretrain.loop_progress import OFF, current, duration  # duration: explore's runner uses it too
+from training.pretrain.loop_progress import current, duration  # duration: explore's runner uses it too
 
 
 class ProgressLine(pl.Callback):
@@ -41,7 +41,7 @@ class ProgressLine(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         now = time.perf_counter()
-        if now - self._last >= self.every_seconds and trainer.is_global_zero and current().resolved_mode() != OFF:
+        if now - self._last >= self.every_seconds and trainer.is_global_zero and not current().silenced():
             self._last = now
             self._print(self.line(trainer, batch, now))
 

@@ -161,3 +161,31 @@ def test_progress_line_reports_rate_and_eta():
     text = line.line(trainer, (torch.zeros(256, 1, 28, 28), None), now=200.0)  # 50 steps in 100 s
     assert text == ("step 50/200 (25%), epoch 1/3: 2.00 s/step, 128 images/s, loss 2.5000, ETA 5m00s")
     assert duration(3725) == "1h02m05s"
+
+
+def test_the_training_line_prints_in_a_log_and_not_under_quiet(monkeypatch):
+    """The step line is for logs as well as terminals (a cluster's job log is a file); only --quiet / ZOO_QUIET
+    silence it, unlike the evaluation loops' progress, which a log does not get."""
+    import io
+    from types import SimpleNamespace
+
+    from training.pretrain.loop_progress import reporting
+    from training.pretrain.progress import ProgressLine
+
+    trainer = SimpleNamespace(global_step=5, estimated_stepping_batches=10, world_size=1, max_epochs=1,
+                              current_epoch=0, callback_metrics={}, is_global_zero=True)
+    batch = (torch.zeros(4, 1, 8, 8), None)
+
+    def printed(**settings) -> str:
+        stream = io.StringIO()  # not a terminal
+        line = ProgressLine(every_seconds=0.0, stream=stream)
+        line._start = line._last = 0.0
+        with reporting(**settings):
+            line.on_train_batch_end(trainer, None, None, batch, 0)
+        return stream.getvalue()
+
+    monkeypatch.delenv("ZOO_QUIET", raising=False)
+    assert printed().startswith("step 5/10 (50%)")
+    assert printed(quiet=True) == ""
+    monkeypatch.setenv("ZOO_QUIET", "1")
+    assert printed() == ""
