@@ -42,11 +42,15 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": 
 
 
 def list_images(folder: Path) -> List[str]:
-    """Relative POSIX paths of the image files under ``folder`` (any depth), sorted."""
+    """Relative POSIX paths of the image files under ``folder`` (any depth), sorted; one line when there are
+    none (``embed`` and ``evaluate --protocol rankme|areq`` on a folder both list through here)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    if not files:
+        raise ZooError(f"{folder} holds no image files (.png, .jpg, .jpeg, .bmp, .tif, .webp, ... at any depth)")
+    return files
 
 
 def work_folder(out: Path) -> Path:
@@ -78,7 +82,7 @@ def resolve_settings(precision: Optional[str], channels_last: Union[bool, str, N
             "channels_last_reason": layout_why, "cpu": hw.cpu}
 
 
-class _Images(torch.utils.data.Dataset):
+class ImageFiles(torch.utils.data.Dataset):
     """(row, preprocessed image or None, reason) for each file, so unreadable files reach the main process as
     values rather than as a worker's traceback."""
 
@@ -153,8 +157,6 @@ def embed_folder(folder: Union[str, Path], encoder: Union[str, torch.nn.Module],
     model = zoo.load_encoder(encoder, registry=registry) if isinstance(encoder, (str, Path)) else encoder
     config = carried_config(model)
     files = list_images(root)
-    if not files:
-        raise ZooError(f"{folder} holds no image files (.png, .jpg, .jpeg, .bmp, .tif, .webp, ... at any depth)")
     settings = resolve_settings(precision, channels_last, device)
     weights = weights_digest(model)
     key = dict(settings, weights=weights, config=config, batch_size=batch_size,
@@ -219,7 +221,7 @@ def encode_chunks(model: torch.nn.Module, root: Path, files: List[str], store: C
     dtype = AUTOCAST[settings["precision"]]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     channels = 1 if carried_config(model)["input"]["channels"] == 1 else 3
-    images = _Images(root, files, zoo.eval_transform(model), channels)
+    images = ImageFiles(root, files, zoo.eval_transform(model), channels)
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=list)
     owner = {row: index for index, lo, hi in pending for row in range(lo, hi)}

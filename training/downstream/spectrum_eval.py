@@ -60,15 +60,13 @@ def spectrum_features(model: zoo.Encoder, data: str, *, root: Optional[str] = No
 @torch.no_grad()
 def folder_features(model: zoo.Encoder, folder: Path, batch_size: int, skip_unreadable: bool) -> Dict[str, Any]:
     """fp32 features of every image under ``folder`` (``embed``'s listing and decoding), in listing order."""
-    from training.downstream.embed import SKIP_OPTION, _Images, list_images
+    from training.downstream.embed import SKIP_OPTION, ImageFiles, list_images
 
     if not folder.is_dir():
         raise ZooError(f"{folder} is not a dataset name ({', '.join(DATASETS)}) nor an image folder")
     files = list_images(folder)
-    if not files:
-        raise ZooError(f"{folder} holds no image files (.png, .jpg, .jpeg, .bmp, .tif, .webp, ... at any depth)")
     channels = 1 if model.zoo_config["input"]["channels"] == 1 else 3
-    images = _Images(folder, files, zoo.eval_transform(model), channels)
+    images = ImageFiles(folder, files, zoo.eval_transform(model), channels)
     loader = torch.utils.data.DataLoader(images, batch_size=batch_size, collate_fn=list)
     encode = frozen_features(model, lambda x: x)  # the dataset already applied the eval transform
     rows, skipped = [], []
