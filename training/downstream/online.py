@@ -7,8 +7,8 @@ from typing import Optional
 import pytorch_lightning as pl
 import torch
 
-from training.downstream.callback_inputs import eval_encoding, fit_datamodule
-from training.downstream.frozen import extract_features, knn_accuracy
+from training.downstream.callback_inputs import eval_encoding, fit_datamodule, split_features
+from training.downstream.frozen import knn_accuracy
 
 
 class OnlineKNN(pl.Callback):
@@ -23,13 +23,8 @@ class OnlineKNN(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
-        dm, encode = fit_datamodule(trainer, "OnlineKNN"), eval_encoding(pl_module, "OnlineKNN")
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            bank = extract_features(encode, dm.knn_bank_dataloader(), pl_module.device)
-            test = extract_features(encode, dm.test_dataloader(), pl_module.device)
-        pl_module.train(was_training)
+        bank = split_features(trainer, pl_module, "bank", "OnlineKNN")
+        test = split_features(trainer, pl_module, "test", "OnlineKNN")  # last: OnlineSpectrum reuses it
         acc = knn_accuracy(bank, test, self.k, self.temperature)
         self.history.append((trainer.current_epoch + 1, acc))
         pl_module.log("knn_acc", acc, prog_bar=True, sync_dist=True)

@@ -8,7 +8,7 @@ whole test split the last epoch's figures are the ones ``python -m training eval
 gives for the exported encoder on that split (up to the training precision).
 
 Cost: one pass over the test split per logged epoch (10k images on Fashion-MNIST, half of what ``OnlineKNN``
-extracts) plus an SVD and an eigendecomposition of a (N, D) matrix. Measured by ``bench/online_spectrum_cost.py``
+extracts; none when ``OnlineKNN`` ran at the same step, whose test features it reuses) plus an SVD and an eigendecomposition of a (N, D) matrix. Measured by ``bench/online_spectrum_cost.py``
 on the SimCLR Fashion-MNIST recipe: 10.5 s per epoch, 3% of a 350 s epoch (OnlineKNN: 25 s, 7%); Intel Xeon
 family 6 model 207 (avx512_bf16, amx_bf16), 2 cores shared with other jobs.
 """
@@ -16,10 +16,8 @@ family 6 model 207 (avx512_bf16, amx_bf16), 2 cores shared with other jobs.
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import torch
 
-from training.downstream.callback_inputs import eval_encoding, fit_datamodule
-from training.downstream.frozen import extract_features
+from training.downstream.callback_inputs import split_features
 from training.downstream.spectrum import spectrum_figures
 from zoo.errors import ZooError
 
@@ -39,13 +37,7 @@ class OnlineSpectrum(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking:
             return
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            data = fit_datamodule(trainer, type(self).__name__)
-            features, _ = extract_features(eval_encoding(pl_module, type(self).__name__), data.test_dataloader(),
-                                           pl_module.device, what="test features for rankme and areq")
-        pl_module.train(was_training)
+        features, _ = split_features(trainer, pl_module, "test", "OnlineSpectrum")  # OnlineKNN's, when it ran
         figures = spectrum_figures(features.flatten(1))
         self.history.append((trainer.current_epoch + 1, figures["rankme"], figures["alpha_req"]))
         pl_module.log("rankme", figures["rankme"], sync_dist=True)

@@ -42,3 +42,23 @@ def test_online_spectrum_logs_both_figures_of_the_test_features_without_touching
 def test_online_spectrum_refuses_a_period_that_logs_nothing():
     with pytest.raises(ZooError, match="OnlineSpectrum needs every_n_epochs >= 1, got 0"):
         OnlineSpectrum(every_n_epochs=0)
+
+
+def test_beside_online_knn_the_test_split_is_encoded_once_and_the_figures_are_the_same(fmnist_dir, tmp_path,
+                                                                                     monkeypatch):
+    import training.downstream.callback_inputs as inputs
+    from training.downstream.online import OnlineKNN
+
+    passes = []
+
+    def counted(encode, batches, device="cpu", what=""):
+        passes.append(what)
+        return extract_features(encode, batches, device, what=what)
+
+    alone = OnlineSpectrum()
+    fit(fmnist_dir, [alone], tmp_path / "alone")
+    monkeypatch.setattr(inputs, "extract_features", counted)
+    knn, beside = OnlineKNN(k=3), OnlineSpectrum()
+    fit(fmnist_dir, [knn, beside], tmp_path / "beside")
+    assert passes == ["bank features for OnlineKNN", "test features for OnlineKNN"]  # the test pass is shared
+    assert beside.history == alone.history and len(knn.history) == 1
