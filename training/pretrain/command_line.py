@@ -95,8 +95,12 @@ def command_arguments(commands: Mapping[str, Callable[..., Any]], argv: List[str
     dashes in option names turned to underscores, bare boolean flags given their value."""
     name, rest = argv[0], argv[1:]
     aliases = ALIASES.get(name, {})
-    rest = [aliases.get(a.split("=", 1)[0], a.split("=", 1)[0]) + ("=" + a.split("=", 1)[1] if "=" in a else "")
-            if a.startswith("--") else a for a in rest]
+
+    def resolved(arg: str) -> str:
+        option, eq, value = arg.partition("=")
+        return aliases.get(option, option) + eq + value
+
+    rest = [resolved(a) if a.startswith("--") else a for a in rest]
     first = next(iter(inspect.signature(commands[name]).parameters.values()), None)
     if rest and not rest[0].startswith("-") and first is not None and first.default is not first.empty:
         rest = [f"--{first.name}={rest[0]}"] + rest[1:]  # an optional leading word: ``plan RECIPE`` or ``--all``
