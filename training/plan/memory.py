@@ -112,17 +112,12 @@ def saved_activation_bytes(module: Any, views: list) -> int:
 def memory_need(recipe: str) -> MemoryNeed:
     """What ``check-recipe`` of ``recipe`` needs at its smallest batch, from the module built on the meta device."""
     from training.plan.estimate import static_bytes
-    from training.plan.flops import to_meta, view_shapes
     from training.plan.recipe import load_recipe, smallest_batch
 
     built = load_recipe(recipe, dataset_images=1, device="meta")
     module = built.module
     static = static_bytes(module, module.hparams.optimizer)
-    shapes = view_shapes(module, built.image_shape)
-    batch = smallest_batch(module)
-    module.train()
-    to_meta(module)
-    saved = saved_activation_bytes(module, [torch.empty((batch, *s), device="meta") for s in shapes])
+    saved = step_saved_bytes(module, built.image_shape, [smallest_batch(module)])[0]
     return MemoryNeed(parameters=sum(p.numel() for p in module.parameters()), weights=static["weights"],
                       buffers=static["buffers"], gradients=static["gradients"],
                       optimizer_state=static["optimizer_state"], saved_activations=saved,
@@ -135,21 +130,29 @@ def activation_per_image(module: Any, image_shape: Sequence[int]) -> Dict[str, A
     the count (saved tensors and ``BACKWARD_FACTOR`` more, fp32) at the smallest accepted batch and at the first
     accepted batch of at least twice that. At the smallest batch the line gives ``memory_need``'s activations
     exactly. ``module`` is moved to the meta device."""
-    from training.plan.flops import to_meta, view_shapes
     from training.plan.recipe import accepted_batch, smallest_batch
 
-    shapes = view_shapes(module, image_shape)
-    module.train()
-    to_meta(module)
     small = smallest_batch(module)
     large = accepted_batch(module, 2 * small)
-    held = [int((1 + BACKWARD_FACTOR) * saved_activation_bytes(
-        module, [torch.empty((b, *s), device="meta") for s in shapes])) for b in (small, large)]
+    held = [int((1 + BACKWARD_FACTOR) * saved) for saved in step_saved_bytes(module, image_shape, [small, large])]
     per_image = max(0.0, (held[1] - held[0]) / (large - small))
     return {"method": "tensors saved for backward in the training step, counted on the meta device at two batches, "
                       f"plus {BACKWARD_FACTOR:g}x for the backward pass; fp32",
             "batches": [small, large], "bytes_at_batches": held, "bytes_per_image": per_image,
             "bytes_per_step": max(0.0, held[0] - per_image * small)}
+
+
+def step_saved_bytes(module: Any, image_shape: Sequence[int], batches: Sequence[int]) -> list:
+    """``saved_activation_bytes`` of ``module``'s training step (train mode, on the meta device, where it is
+    moved) on views of ``image_shape`` at each of ``batches``: the one count ``memory_need`` and
+    ``activation_per_image`` read."""
+    from training.plan.flops import to_meta, view_shapes
+
+    shapes = view_shapes(module, image_shape)
+    module.train()
+    to_meta(module)
+    return [saved_activation_bytes(module, [torch.empty((b, *s), device="meta") for s in shapes]) for b in batches]
+
 
 class NotEnoughMemory(ZooError):
     """The machine has too little memory available for this recipe's check; nothing was trained. ``need`` and
